@@ -180,17 +180,27 @@ class TickforgeConfig(BaseSettings):
                 raise ConfigError(f"config file not found: {p}") from None
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
-        env = os.environ
-        creds = {k: env[v] for k, v in (("key_id", "APCA_API_KEY_ID"), ("secret_key", "APCA_API_SECRET_KEY")) if env.get(v)}
-        if creds:
-            alpaca = dict(data.get("alpaca", {}) or {})  # type: ignore[arg-type]
-            alpaca.update(creds)
-            data["alpaca"] = alpaca
-        data.update(overrides)
         try:
-            return cls(**data)  # type: ignore[arg-type]
+            from_env = cls().model_dump(exclude_unset=True)  # only what the environment set
         except ValidationError as exc:
             raise ConfigError(_describe(exc)) from None
+        creds = {k: os.environ[v] for k, v in (("key_id", "APCA_API_KEY_ID"), ("secret_key", "APCA_API_SECRET_KEY")) if os.environ.get(v)}
+        merged = _deep_merge(_deep_merge(_deep_merge(data, from_env), {"alpaca": creds} if creds else {}), overrides)
+        try:
+            return cls(**merged)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    """``top`` wins; nested tables merge key by key."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _describe(exc: ValidationError) -> str:
