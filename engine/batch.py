@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from engine.backend import Backend, resolve_backend
 from engine.errors import InputError
 
 log = logging.getLogger("tickforge.batch")
@@ -295,12 +296,11 @@ class PanelLayout:
 class FeatureEngine:
     """A ``FeatureComputer`` plus the knowledge of what one panel cell costs."""
 
-    def __init__(self, windows: Sequence[int], backend: str | None, dtype: str) -> None:
-        from engine.backend import resolve_backend  # noqa: PLC0415 - keeps `import engine.batch` light
-        from engine.features import FeatureComputer  # noqa: PLC0415
+    def __init__(self, windows: Sequence[int], backend: Backend | str | None, dtype: str) -> None:
+        from engine.features import FeatureComputer  # noqa: PLC0415 - keeps `import engine.batch` light
 
         self.dtype = check_dtype(dtype)
-        self.backend = resolve_backend(backend)
+        self.backend = backend if isinstance(backend, Backend) else resolve_backend(backend)
         self.computer = FeatureComputer(windows=tuple(windows), backend=self.backend.name, dtype=str(self.dtype))
         self.names: tuple[str, ...] = tuple(self.computer.names)
 
@@ -410,8 +410,9 @@ def compute_features(
 
     t0 = time.perf_counter()
     check_output_path(dst, src)
-    engine = FeatureEngine(windows, backend, dtype)
+    chosen = resolve_backend(backend)
     bars = read_bars(src)
+    engine = FeatureEngine(windows, chosen, dtype)
     budget = int(memory_budget_mb * 2**20)
     groups = plan_groups(bars.lengths, engine.bytes_per_cell(len(bars.columns)), budget)
     log.info(
