@@ -514,15 +514,21 @@ def print_preview(summary: JobSummary, n_rows: int = 5) -> None:
         f"backend {summary.backend}, {summary.dtype}, {summary.seconds:.2f}s"
     )
     dataset = ds.dataset(summary.output_path, format="parquet")
-    shown = [*KEY_COLUMNS, *summary.feature_names[:6]]
+    # One column per indicator family, so the preview shows a spread rather than five SMAs.
+    picked: dict[str, str] = {}
+    for name in summary.feature_names:
+        picked.setdefault(name.split("_")[0], name)
+    shown = [*KEY_COLUMNS, *list(picked.values())[:5]]
     first_symbol = dataset.head(1, columns=["symbol"]).column(0)[0].as_py()
     rows = dataset.to_table(columns=shown, filter=pc.field("symbol") == first_symbol)
     rows = rows.slice(max(0, rows.num_rows - n_rows))
     table = Table(title=f"last {rows.num_rows} rows of {first_symbol}")
     for name in shown:
-        table.add_column(name, justify="left" if name in KEY_COLUMNS else "right")
+        table.add_column(name, justify="left" if name in KEY_COLUMNS else "right", no_wrap=True)
     for record in rows.to_pylist():
-        table.add_row(*(str(record[n]) if n in KEY_COLUMNS else f"{record[n]:.4f}" for n in shown))
+        stamp = record["timestamp"]
+        when = stamp.strftime("%Y-%m-%d %H:%M") if hasattr(stamp, "strftime") else str(stamp)
+        table.add_row(record["symbol"], when, *(f"{record[n]:.6g}" for n in shown[2:]))
     console.print(table)
 
 

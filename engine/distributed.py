@@ -324,6 +324,9 @@ class _connect:  # noqa: N801 - a context manager that reads like a call
             except (OSError, TimeoutError, ValueError) as exc:
                 raise ClusterError(f"cannot reach the Dask scheduler at {self.scheduler}: {_first_line(exc)}") from None
         else:
+            if not log.isEnabledFor(logging.DEBUG):
+                # The scheduler and nannies narrate every start and stop at INFO; keep the job's own lines readable.
+                logging.getLogger("distributed").setLevel(logging.WARNING)
             self.cluster = LocalCluster(
                 n_workers=self.n_local, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
             )
