@@ -77,11 +77,24 @@ class RiskConfig(_Frozen):
     max_symbol_notional: float = Field(250_000.0, gt=0)
     max_open_positions: int = Field(50, ge=0)
     max_daily_loss: float = Field(10_000.0, gt=0)
-    max_orders_per_window: int = Field(100, gt=0)
+    max_orders_per_window: int = Field(100, gt=0, le=100_000)  # the window keeps one slot per order
     rate_window_s: float = Field(1.0, gt=0)
     price_band_bps: float = Field(50.0, gt=0)
     allow_short: bool = True
     initial_state: Literal["ACTIVE", "REDUCING", "HALTED"] = "ACTIVE"
+    # the trading day (daily P&L, daily loss limit) starts at this wall-clock time in this zone
+    session_reset_time: str = Field("00:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    session_timezone: str = "America/New_York"
+
+    @model_validator(mode="after")
+    def _known_timezone(self) -> RiskConfig:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # noqa: PLC0415 - only this validator needs it
+
+        try:
+            ZoneInfo(self.session_timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {self.session_timezone!r}") from None
+        return self
 
 
 class RetryConfig(_Frozen):
