@@ -343,7 +343,11 @@ class _connect:  # noqa: N801 - a context manager that reads like a call
 def _group_budget(client: Any, memory_budget_mb: float) -> int:
     """The user's budget, cut down to what the smallest worker can hold per thread."""
     budget = int(memory_budget_mb * 2**20)
-    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    try:
+        info = client.scheduler_info(n_workers=-1)  # newer Dask lists only a few workers by default
+    except TypeError:
+        info = client.scheduler_info()
+    workers = info.get("workers", {})
     per_thread = [
         int(w["memory_limit"]) // max(1, int(w.get("nthreads", 1)))
         for w in workers.values()
