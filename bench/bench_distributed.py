@@ -52,7 +52,8 @@ def main() -> None:
         small = synthetic_bars(overhead_symbols, overhead_bars, seed=2)
         small_src = work / "small.parquet"
         pq.write_table(small, small_src)
-        names = FeatureEngine(WINDOWS, "cpu", "float64").names
+        planner = FeatureEngine(WINDOWS, "cpu", "float64")
+        names, cell_bytes = planner.names, planner.bytes_per_cell(6)
         print(f"universe: {n_symbols} symbols, {bars.num_rows} bars, {len(names)} features; machine: {machine()}")
 
         def single() -> None:
@@ -77,12 +78,12 @@ def main() -> None:
                 return summary.n_groups
 
             # Groups of a quarter of the universe: both workers busy, a few parts.
-            quarter_mb = _budget_for(bars_lengths(src), len(names), parts=4)
+            quarter_mb = _budget_for(bars_lengths(src), cell_bytes, parts=4)
             groups = on_cluster(src, quarter_mb)
             t_dist = best_of(lambda: on_cluster(src, quarter_mb), repeat=repeat, warmup=1)
 
             many_groups = on_cluster(small_src, 1e-9)  # one symbol per group
-            two_mb = _budget_for(bars_lengths(small_src), len(names), parts=2)
+            two_mb = _budget_for(bars_lengths(small_src), cell_bytes, parts=2)
             few_groups = on_cluster(small_src, two_mb)
             t_many = best_of(lambda: on_cluster(small_src, 1e-9), repeat=repeat, warmup=0)
             t_few = best_of(lambda: on_cluster(small_src, two_mb), repeat=repeat, warmup=0)
@@ -121,11 +122,10 @@ def bars_lengths(path: Path) -> np.ndarray:
     return counts.field("counts").to_numpy()
 
 
-def _budget_for(lengths: np.ndarray, n_features: int, parts: int) -> float:
+def _budget_for(lengths: np.ndarray, cell_bytes: int, parts: int) -> float:
     """A memory budget (MiB) that cuts the universe into about ``parts`` groups."""
-    per_cell = 8 * (6 + n_features + 4)
     cells = int(lengths.max()) * -(-len(lengths) // parts)
-    return cells * per_cell / 2**20
+    return cells * cell_bytes / 2**20
 
 
 if __name__ == "__main__":

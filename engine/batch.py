@@ -305,7 +305,8 @@ class FeatureEngine:
         self.names: tuple[str, ...] = tuple(self.computer.names)
 
     def bytes_per_cell(self, n_inputs: int) -> int:
-        return self.dtype.itemsize * (n_inputs + len(self.names) + SCRATCH_PANELS)
+        # Input panels stay float64 (the kernels accumulate in float64); outputs are in the job's dtype.
+        return 8 * n_inputs + self.dtype.itemsize * (len(self.names) + SCRATCH_PANELS)
 
     def compute(self, panels: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         return self.computer.batch(
@@ -320,7 +321,7 @@ def feature_tables(
     out_type = pa.float32() if engine.dtype == np.float32 else pa.float64()
     for start, stop in groups:
         layout = PanelLayout.for_group(bars.offsets, start, stop)
-        panels = {name: layout.panel(values, engine.dtype) for name, values in bars.columns.items()}
+        panels = {name: layout.panel(values, np.dtype(np.float64)) for name, values in bars.columns.items()}
         results = engine.compute(panels)
         del panels
         counts = layout.row_stop - layout.row_start

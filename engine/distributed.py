@@ -173,8 +173,9 @@ def run_job(
     _check_output_dir(dst, src, resume)
 
     symbols, lengths = _symbol_lengths(src)
-    names = FeatureEngine(windows, "cpu", dtype).names  # names do not depend on the backend
-    n_inputs = 6 if "vwap" in open_bars_dataset(src).schema.names else 5
+    planner = FeatureEngine(windows, "cpu", dtype)  # names and cell size do not depend on the backend
+    names = planner.names
+    bytes_per_cell = planner.bytes_per_cell(6 if "vwap" in open_bars_dataset(src).schema.names else 5)
     job_id = _job_id(src, windows, dtype, names)
 
     created_dir = not dst.exists()
@@ -191,7 +192,7 @@ def run_job(
         if previous is not None:
             groups = [(g["start"], g["stop"]) for g in previous["groups"]]
         else:
-            groups = plan_groups(lengths, (8 if dtype == "float64" else 4) * (n_inputs + len(names) + 4), budget)
+            groups = plan_groups(lengths, bytes_per_cell, budget)
         offsets = np.concatenate(([0], np.cumsum(lengths)))
         plan = [
             {
