@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import NamedTuple
@@ -162,11 +161,11 @@ class RiskEngine:
     ) -> int:
         """Check one order by symbol id; returns its code (0 = approved, the order is now in flight).
 
-        ``ts_ns`` (epoch ns) places it in the rate window, 0 means now. The attempted value behind
+        ``ts_ns`` (epoch ns) places it in the rate window, 0 means now (the tracker's clock). The attempted value behind
         a denial is in ``last_attempted``; ``explain(code, last_attempted)`` words it."""
         t = self.tracker
         if ts_ns <= 0:
-            ts_ns = time.time_ns()
+            ts_ns = t.clock()
         if ts_ns >= t.next_reset_ns:
             t.roll_session(ts_ns)
         code = checks.check_order(
@@ -228,15 +227,15 @@ class RiskEngine:
     ) -> np.ndarray:
         """Check an ORDER_DTYPE batch in order in one call; returns int32 codes (0 = approved).
 
-        ``ts_ns`` of 0 in a record means ``now_ns`` (default: the clock). ``codes`` and
+        ``ts_ns`` of 0 in a record means ``now_ns`` (default: the tracker's clock). ``codes`` and
         ``attempted`` (float64) may be preallocated outputs of the batch's length."""
         if orders.dtype != ORDER_DTYPE:
             raise TypeError(f"orders must be an engine.events.ORDER_DTYPE array, not {orders.dtype}")
         n = orders.size
         codes = np.empty(n, dtype=np.int32) if codes is None else codes
         attempted = np.empty(n, dtype=np.float64) if attempted is None else attempted
-        now = time.time_ns() if now_ns is None else int(now_ns)
         t = self.tracker
+        now = t.clock() if now_ns is None else int(now_ns)
         t.sync_symbols()
         t.roll_session(now)
         checks.check_orders(orders, t.st, t.ix, t.active, t.agg, t.cnt, self._lim, self._rs, now, codes, attempted)

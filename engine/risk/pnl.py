@@ -17,7 +17,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -146,8 +146,10 @@ class PnlTracker:
         session_reset_time: str = "00:00",
         session_timezone: str = "America/New_York",
         start_ns: int | None = None,
+        clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self._symbols = as_symbol_lookup(symbols)
+        self.clock = clock  # epoch ns; a replay or simulation passes its own event-time clock
         self.session = SessionClock(session_reset_time, session_timezone)
         n = max(int(capacity or 0), len(self._symbols), 16)
         self.st = np.zeros((n, book.N_FLOAT_FIELDS), dtype=np.float64)
@@ -162,20 +164,26 @@ class PnlTracker:
         self._known = 0
         self._assets: dict[int, AssetInfo] = {}
         self._one_realized = np.zeros(1, dtype=np.float64)
-        now = time.time_ns() if start_ns is None else int(start_ns)
+        now = clock() if start_ns is None else int(start_ns)
         self.session_start_ns = self.session.session_start_ns(now)
         self.next_reset_ns = self.session.next_boundary_ns(now)
         self.sync_symbols()
 
     @classmethod
     def from_config(
-        cls, config: RiskConfig, symbols: SymbolLookup | Iterable[str] | None = None, *, start_ns: int | None = None
+        cls,
+        config: RiskConfig,
+        symbols: SymbolLookup | Iterable[str] | None = None,
+        *,
+        start_ns: int | None = None,
+        clock: Callable[[], int] = time.time_ns,
     ) -> PnlTracker:
         return cls(
             symbols,
             session_reset_time=config.session_reset_time,
             session_timezone=config.session_timezone,
             start_ns=start_ns,
+            clock=clock,
         )
 
     # --- symbols -----------------------------------------------------------------------------------
@@ -299,7 +307,7 @@ class PnlTracker:
             key = exec_id_of(exec_id)
         else:
             key = int(exec_id)
-        ts = time.time_ns() if ts_ns is None else int(ts_ns)
+        ts = self.clock() if ts_ns is None else int(ts_ns)
         self.roll_session(ts)
         self._reserve_seen(1)
         status, realized = book.apply_fill(
@@ -336,7 +344,7 @@ class PnlTracker:
     def reset_day(self, now_ns: int | None = None) -> None:
         """Start a new session now: day P&L, day fees and day trade counts to zero; positions and
         lifetime figures stay; carried positions are valued from current marks onwards."""
-        now = time.time_ns() if now_ns is None else int(now_ns)
+        now = self.clock() if now_ns is None else int(now_ns)
         book.roll_session(self.st, self.ix, self.agg)
         self.session_start_ns = self.session.session_start_ns(now)
         self.next_reset_ns = self.session.next_boundary_ns(now)
