@@ -1,0 +1,232 @@
+"""Pydantic models of Alpaca Trading API v2 requests and responses (orders, positions, account, trade_updates).
+
+Decimals travel as strings on the wire, both ways; here they are ``Decimal`` so quantities and prices
+stay exact. Response models ignore fields they do not know (Alpaca adds fields over time) and accept
+``null`` wherever the API may send it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from engine.events import (
+    SIDE_BUY,
+    SIDE_SELL,
+    STATUS_CANCELED,
+    STATUS_EXPIRED,
+    STATUS_FILLED,
+    STATUS_NEW,
+    STATUS_PARTIALLY_FILLED,
+    STATUS_PENDING_NEW,
+    STATUS_REJECTED,
+    STATUS_UNKNOWN,
+)
+
+OrderSide = Literal["buy", "sell"]
+OrderType = Literal["market", "limit", "stop", "stop_limit"]
+TimeInForce = Literal["day", "gtc", "opg", "cls", "ioc", "fok"]
+
+#: statuses after which an order never changes again
+TERMINAL_STATUSES = frozenset({"filled", "canceled", "expired", "rejected", "replaced", "done_for_day"})
+
+_STATUS_CODES = {
+    "new": STATUS_NEW,
+    "accepted": STATUS_NEW,
+    "pending_new": STATUS_PENDING_NEW,
+    "accepted_for_bidding": STATUS_PENDING_NEW,
+    "partially_filled": STATUS_PARTIALLY_FILLED,
+    "filled": STATUS_FILLED,
+    "canceled": STATUS_CANCELED,
+    "pending_cancel": STATUS_NEW,
+    "expired": STATUS_EXPIRED,
+    "done_for_day": STATUS_EXPIRED,
+    "rejected": STATUS_REJECTED,
+    "unknown": STATUS_UNKNOWN,
+}
+
+
+def status_code(status: str) -> int:
+    """Alpaca's status string as the engine's ``STATUS_*`` integer (``STATUS_UNKNOWN`` if unrecognised)."""
+    return _STATUS_CODES.get(status, STATUS_UNKNOWN)
+
+
+def side_code(side: str) -> int:
+    """``"buy"``/``"sell"`` as ``SIDE_BUY``/``SIDE_SELL``."""
+    return SIDE_BUY if side == "buy" else SIDE_SELL
+
+
+class OrderRequest(BaseModel):
+    """The body of ``POST /v2/orders`` for a simple order."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    symbol: str = Field(min_length=1, max_length=32)
+    side: OrderSide
+    type: OrderType = "market"
+    time_in_force: TimeInForce = "day"
+    qty: Decimal | None = Field(None, gt=0, allow_inf_nan=False)
+    notional: Decimal | None = Field(None, gt=0, allow_inf_nan=False)
+    limit_price: Decimal | None = Field(None, gt=0, allow_inf_nan=False)
+    stop_price: Decimal | None = Field(None, gt=0, allow_inf_nan=False)
+    extended_hours: bool = False
+    client_order_id: str | None = Field(None, min_length=1, max_length=128)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OrderRequest:
+        if (self.qty is None) == (self.notional is None):
+            raise ValueError("exactly one of qty or notional is required")
+        needs_limit = self.type in ("limit", "stop_limit")
+        needs_stop = self.type in ("stop", "stop_limit")
+        if needs_limit != (self.limit_price is not None):
+            raise ValueError(f"limit_price is {'required' if needs_limit else 'not allowed'} for {self.type} orders")
+        if needs_stop != (self.stop_price is not None):
+            raise ValueError(f"stop_price is {'required' if needs_stop else 'not allowed'} for {self.type} orders")
+        if self.extended_hours and (self.type != "limit" or self.time_in_force != "day"):
+            raise ValueError("extended_hours orders must be limit orders with time_in_force day")
+        return self
+
+    @property
+    def is_buy(self) -> bool:
+        return self.side == "buy"
+
+    def to_wire(self) -> bytes:
+        """JSON body with decimals as strings and unset fields left out."""
+        return self.model_dump_json(exclude_none=True, exclude_defaults=False).encode()
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Order(_Response):
+    """Alpaca's order object."""
+
+    id: str
+    client_order_id: str
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    submitted_at: datetime | None = None
+    filled_at: datetime | None = None
+    expired_at: datetime | None = None
+    expires_at: datetime | None = None
+    canceled_at: datetime | None = None
+    failed_at: datetime | None = None
+    replaced_at: datetime | None = None
+    replaced_by: str | None = None
+    replaces: str | None = None
+    asset_id: str | None = None
+    symbol: str | None = None
+    asset_class: str | None = None
+    notional: Decimal | None = None
+    qty: Decimal | None = None
+    filled_qty: Decimal = Decimal(0)
+    filled_avg_price: Decimal | None = None
+    order_class: str | None = None
+    order_type: str | None = None
+    type: str | None = None
+    side: str | None = None
+    time_in_force: str | None = None
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    status: str
+    extended_hours: bool = False
+    legs: list[Order] | None = None
+    trail_percent: Decimal | None = None
+    trail_price: Decimal | None = None
+    hwm: Decimal | None = None
+    position_intent: str | None = None
+
+    @field_validator("filled_qty", mode="before")
+    @classmethod
+    def _null_is_zero(cls, value: object) -> object:
+        return Decimal(0) if value is None or value == "" else value
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def remaining_qty(self) -> Decimal:
+        return (self.qty or Decimal(0)) - self.filled_qty
+
+
+class Position(_Response):
+    """Alpaca's position object."""
+
+    asset_id: str | None = None
+    symbol: str
+    exchange: str | None = None
+    asset_class: str | None = None
+    asset_marginable: bool | None = None
+    qty: Decimal
+    qty_available: Decimal | None = None
+    avg_entry_price: Decimal
+    side: Literal["long", "short"]
+    market_value: Decimal | None = None
+    cost_basis: Decimal
+    unrealized_pl: Decimal | None = None
+    unrealized_plpc: Decimal | None = None
+    unrealized_intraday_pl: Decimal | None = None
+    unrealized_intraday_plpc: Decimal | None = None
+    current_price: Decimal | None = None
+    lastday_price: Decimal | None = None
+    change_today: Decimal | None = None
+
+
+class Account(_Response):
+    """Alpaca's account object (the fields the engine uses; the rest are ignored)."""
+
+    id: str
+    account_number: str | None = None
+    status: str
+    currency: str | None = None
+    cash: Decimal
+    buying_power: Decimal
+    regt_buying_power: Decimal | None = None
+    daytrading_buying_power: Decimal | None = None
+    non_marginable_buying_power: Decimal | None = None
+    equity: Decimal | None = None
+    last_equity: Decimal | None = None
+    portfolio_value: Decimal | None = None
+    long_market_value: Decimal | None = None
+    short_market_value: Decimal | None = None
+    initial_margin: Decimal | None = None
+    maintenance_margin: Decimal | None = None
+    multiplier: Decimal | None = None
+    pattern_day_trader: bool | None = None
+    trading_blocked: bool | None = None
+    account_blocked: bool | None = None
+    shorting_enabled: bool | None = None
+    daytrade_count: int | None = None
+    created_at: datetime | None = None
+
+
+class CancelResult(_Response):
+    """One entry of the 207 multi-status answer to ``DELETE /v2/orders``."""
+
+    id: str
+    status: int
+    body: dict[str, Any] | None = None
+
+
+class ApiErrorBody(_Response):
+    """Alpaca's error body."""
+
+    code: int | None = None
+    message: str = ""
+
+
+class TradeUpdate(_Response):
+    """The ``data`` of one ``trade_updates`` stream message."""
+
+    event: str
+    execution_id: str | None = None
+    order: Order
+    timestamp: datetime | None = None
+    position_qty: Decimal | None = None
+    price: Decimal | None = None
+    qty: Decimal | None = None

@@ -1,0 +1,88 @@
+"""Slippage guard: keeps a marketable order within a band (in bps) around the reference mid.
+
+A buy's price is its limit, or for a market order the best ask it would lift (a sell: limit, or the
+best bid). When that price is more than ``band_bps`` from the mid, the guard either refuses the order
+(``SlippageRejected``) or turns it into a limit order at the band edge, rounded to the venue's price
+increment towards the mid so the new limit stays inside the band. Orders that do not cross the mid
+(passive limits) and stop orders (priced when they trigger) pass unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Literal
+
+from engine.execution.errors import SlippageRejected
+from engine.execution.models import OrderRequest
+
+_CENT = Decimal("0.01")
+_SUB_PENNY = Decimal("0.0001")
+_CRYPTO_STEP = Decimal("0.000000001")
+
+
+def price_increment(symbol: str, price: float) -> Decimal:
+    """Alpaca's limit-price increment: crypto pairs fine-grained; stocks a cent, sub-penny below $1."""
+    if "/" in symbol:
+        return _CRYPTO_STEP
+    return _CENT if price >= 1.0 else _SUB_PENNY
+
+
+@dataclass(frozen=True, slots=True)
+class GuardDecision:
+    """What the guard did: ``"pass"``, ``"converted"`` (to a limit at the band) or ``"unchecked"``."""
+
+    outcome: Literal["pass", "converted", "unchecked"]
+    request: OrderRequest
+    deviation_bps: float = 0.0
+
+
+class SlippageGuard:
+    """Checks one order against a reference quote; pure and synchronous (it runs on the hot path)."""
+
+    def __init__(self, band_bps: float, action: Literal["reject", "limit"] = "reject") -> None:
+        if not band_bps > 0:
+            raise ValueError("band_bps must be positive")
+        if action not in ("reject", "limit"):
+            raise ValueError("action must be 'reject' or 'limit'")
+        self.band_bps = float(band_bps)
+        self.action = action
+        self.checked = 0
+        self.rejected = 0
+        self.converted = 0
+        self.unchecked = 0  # marketable orders sent with no usable reference quote
+
+    def check(self, request: OrderRequest, bid: float | None, ask: float | None) -> GuardDecision:
+        """Pass, convert or refuse ``request`` given the current best bid and ask."""
+        if request.type in ("stop", "stop_limit"):
+            return GuardDecision("pass", request)
+        if not _usable(bid) or not _usable(ask) or bid > ask:  # type: ignore[operator]
+            self.unchecked += 1
+            return GuardDecision("unchecked", request)
+        self.checked += 1
+        mid = 0.5 * (bid + ask)  # type: ignore[operator]
+        buy = request.side == "buy"
+        if request.type == "limit":
+            price = float(request.limit_price)  # type: ignore[arg-type]
+            if (buy and price <= mid) or (not buy and price >= mid):
+                return GuardDecision("pass", request)  # passive: no slippage to guard
+        else:
+            price = ask if buy else bid  # type: ignore[assignment]
+        deviation_bps = ((price - mid) if buy else (mid - price)) / mid * 1e4
+        if deviation_bps <= self.band_bps:
+            return GuardDecision("pass", request, deviation_bps)
+        if self.action == "reject":
+            self.rejected += 1
+            raise SlippageRejected(request.symbol, deviation_bps, self.band_bps)
+        self.converted += 1
+        edge = mid * (1.0 + self.band_bps / 1e4) if buy else mid * (1.0 - self.band_bps / 1e4)
+        step = price_increment(request.symbol, edge)
+        rounding = ROUND_FLOOR if buy else ROUND_CEILING
+        limit = (Decimal(repr(edge)) / step).to_integral_value(rounding) * step
+        converted = request.model_copy(update={"type": "limit", "limit_price": limit})
+        return GuardDecision("converted", converted, deviation_bps)
+
+
+def _usable(price: float | None) -> bool:
+    return price is not None and math.isfinite(price) and price > 0

@@ -1,0 +1,314 @@
+"""trade_updates consumer: order events from Alpaca's ``/stream`` drive the order-state table and the fill callback.
+
+Every fill is reported to ``on_fill(symbol, side, qty, price, exec_id, ts_ns, order)`` exactly once.
+Fill events carry the order's cumulative ``filled_qty``; the table's fill ledger records what has been
+reported, so an event whose fills are already counted (a duplicate, or one that reconciliation got to
+first) is skipped, and an event that reveals an earlier missed fill reports the gap too. After every
+(re)connect the consumer lists the orders submitted since just before the outage
+(``GET /v2/orders?status=all&after=...``) and reports whatever filled while nobody was listening.
+Reconnects back off exponentially with jitter; the backoff resets only after a connection stayed
+healthy for ``healthy_after_s``, so a server that accepts and drops at once is not hammered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+from pydantic import ValidationError
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidHandshake, WebSocketException
+
+from engine.errors import TickforgeError
+from engine.execution.client import AlpacaRestClient
+from engine.execution.models import Order, TradeUpdate, side_code
+from engine.execution.order_state import OrderRecord, OrderStateTable
+from engine.execution.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+#: on_fill(symbol, side (SIDE_BUY/SIDE_SELL), qty, price, exec_id, ts_ns, order)
+FillCallback = Callable[[str, int, float, float, str, int, Order], "Awaitable[None] | None"]
+EventCallback = Callable[[TradeUpdate], "Awaitable[None] | None"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_PAGE = 500
+
+
+class StreamAuthError(TickforgeError):
+    """The trade_updates stream refused the credentials."""
+
+
+def _ns(when: datetime | None) -> int:
+    if when is None:
+        return time.time_ns()
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return (when - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+class TradeUpdatesStream:
+    """Keeps one trade_updates connection alive and turns its events into exactly-once fills."""
+
+    def __init__(
+        self,
+        client: AlpacaRestClient,
+        *,
+        state: OrderStateTable | None = None,
+        on_fill: FillCallback | None = None,
+        on_event: EventCallback | None = None,
+        retry: RetryPolicy | None = None,
+        healthy_after_s: float = 30.0,
+        reconcile_lookback_s: float = 2.0,
+        open_timeout_s: float = 5.0,
+        ping_interval_s: float = 10.0,
+    ) -> None:
+        self.client = client
+        self.state = state if state is not None else OrderStateTable()
+        self._on_fill = on_fill
+        self._on_event = on_event
+        self._retry = retry or RetryPolicy(client.config.retry)
+        self.healthy_after_s = healthy_after_s
+        self.reconcile_lookback_ns = int(reconcile_lookback_s * 1e9)
+        self._open_timeout_s = open_timeout_s
+        self._ping_interval_s = ping_interval_s
+        self._started_ns = time.time_ns()
+        self._last_disconnect_ns: int | None = None
+        self._seen_exec_ids: set[str] = set()
+        self._ws: ClientConnection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.connected = asyncio.Event()  # set while authorised, listening and reconciled
+        self.error: BaseException | None = None  # a fatal error that stopped the consumer
+        self.stats = {"connects": 0, "events": 0, "fills": 0, "reconciled_fills": 0, "duplicates": 0, "dropped": 0}
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.create_task(self._run(), name="trade_updates")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.connected.clear()
+
+    async def __aenter__(self) -> TradeUpdatesStream:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until listening (and reconciled); raises the fatal error if the consumer gave up."""
+        waiter = asyncio.ensure_future(self.connected.wait())
+        try:
+            while not waiter.done():
+                if self.error is not None:
+                    raise self.error
+                if self._task is not None and self._task.done():
+                    raise TickforgeError("trade_updates consumer stopped")
+                await asyncio.wait({waiter}, timeout=0.02)
+                if timeout is not None:
+                    timeout -= 0.02
+                    if timeout <= 0:
+                        raise TimeoutError("trade_updates stream did not connect in time")
+        finally:
+            waiter.cancel()
+
+    # --- connection loop -------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._stopping:
+            healthy_since: float | None = None
+            try:
+                async with connect(
+                    self.client.stream_url,
+                    open_timeout=self._open_timeout_s,
+                    ping_interval=self._ping_interval_s,
+                    ping_timeout=self._ping_interval_s * 2,
+                    close_timeout=1.0,
+                    max_size=1 << 22,
+                ) as ws:
+                    self._ws = ws
+                    await self._handshake(ws)
+                    self.stats["connects"] += 1
+                    healthy_since = time.monotonic()
+                    await self.reconcile()
+                    self.connected.set()
+                    log.info("trade_updates: listening on %s", self.client.stream_url)
+                    async for raw in ws:
+                        await self._on_message(raw)
+            except StreamAuthError as exc:
+                self.error = exc
+                log.error("trade_updates: %s; not reconnecting", exc)
+                return
+            except asyncio.CancelledError:
+                raise
+            except (OSError, TimeoutError, WebSocketException, InvalidHandshake, TickforgeError) as exc:
+                log.warning("trade_updates: connection lost (%s: %s)", type(exc).__name__, exc)
+            finally:
+                self._ws = None
+                if self.connected.is_set() or healthy_since is not None:
+                    self._last_disconnect_ns = time.time_ns()
+                self.connected.clear()
+            if self._stopping:
+                return
+            if healthy_since is not None and time.monotonic() - healthy_since >= self.healthy_after_s:
+                failures = 0
+            failures += 1
+            await self._retry.wait(failures)
+
+    async def _handshake(self, ws: ClientConnection) -> None:
+        await ws.send(self.client.stream_auth_message())
+        reply = await self._next_control(ws, "authorization")
+        if reply.get("data", {}).get("status") != "authorized":
+            raise StreamAuthError("trade_updates stream: credentials not authorized")
+        await ws.send(json.dumps({"action": "listen", "data": {"streams": ["trade_updates"]}}))
+        ack = await self._next_control(ws, "listening")
+        if "trade_updates" not in (ack.get("data", {}).get("streams") or []):
+            raise TickforgeError(f"trade_updates stream: listen not acknowledged: {ack.get('data')}")
+
+    async def _next_control(self, ws: ClientConnection, stream: str) -> dict:
+        """The next control message of ``stream``; trade updates that arrive first are processed."""
+        deadline = time.monotonic() + self._open_timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"trade_updates stream: no {stream} reply")
+            raw = await asyncio.wait_for(ws.recv(), remaining)
+            try:
+                msg = json.loads(raw)
+            except ValueError:
+                self.stats["dropped"] += 1
+                continue
+            if isinstance(msg, dict) and msg.get("stream") == stream:
+                return msg
+            await self._on_message(raw)
+
+    # --- events ----------------------------------------------------------------------------------
+
+    async def _on_message(self, raw: str | bytes) -> None:
+        try:
+            msg = json.loads(raw)
+        except ValueError:
+            self.stats["dropped"] += 1
+            log.warning("trade_updates: dropped a frame that is not JSON")
+            return
+        if not isinstance(msg, dict) or msg.get("stream") != "trade_updates":
+            return
+        try:
+            update = TradeUpdate.model_validate(msg.get("data"))
+        except ValidationError as exc:
+            self.stats["dropped"] += 1
+            log.warning("trade_updates: dropped a malformed event (%d problems)", exc.error_count())
+            return
+        await self.apply(update)
+
+    async def apply(self, update: TradeUpdate) -> None:
+        """Fold one event into the table and report its fill if it is new."""
+        self.stats["events"] += 1
+        record = self.state.apply(update.order)
+        if update.event in ("fill", "partial_fill"):
+            await self._account(record, update.order, update.execution_id, update.qty, update.price, update.timestamp)
+        if self._on_event is not None:
+            await _maybe_await(self._on_event(update))
+
+    async def _account(
+        self,
+        record: OrderRecord,
+        order: Order,
+        exec_id: str | None,
+        qty: Decimal | None,
+        price: Decimal | None,
+        when: datetime | None,
+    ) -> None:
+        if exec_id is not None:
+            if exec_id in self._seen_exec_ids:
+                self.stats["duplicates"] += 1
+                return
+            self._seen_exec_ids.add(exec_id)
+        cumulative = order.filled_qty
+        delta = cumulative - record.reported_qty
+        if delta <= 0:
+            self.stats["duplicates"] += 1  # already counted (by reconciliation or an earlier copy)
+            return
+        avg = order.filled_avg_price
+        if exec_id is not None and qty is not None and price is not None and qty > 0:
+            event_qty = min(qty, delta)
+            gap = delta - event_qty
+            if gap > 0 and avg is not None:
+                # Events before this one were missed: report them first, at the average they imply.
+                gap_notional = cumulative * avg - record.reported_notional - event_qty * price
+                await self._report(record, order, gap, gap_notional / gap, f"{order.id}:gap:{cumulative - event_qty}", when)
+            await self._report(record, order, event_qty, price, exec_id, when)
+            return
+        if avg is None:
+            log.warning("trade_updates: order %s filled %s with no average price; fill not reported", order.id, delta)
+            self.stats["dropped"] += 1
+            return
+        price_of_gap = (cumulative * avg - record.reported_notional) / delta
+        self.stats["reconciled_fills"] += 1
+        await self._report(record, order, delta, price_of_gap, exec_id or f"{order.id}:reconciled:{cumulative}", when)
+
+    async def _report(self, record: OrderRecord, order: Order, qty: Decimal, price: Decimal, exec_id: str, when: datetime | None) -> None:
+        self.state.record_fill(record.client_order_id, qty, price)
+        self.stats["fills"] += 1
+        if self._on_fill is None:
+            return
+        try:
+            await _maybe_await(
+                self._on_fill(order.symbol or record.symbol, side_code(order.side or record.side), float(qty), float(price), exec_id, _ns(when), order)
+            )
+        except Exception:  # the consumer must outlive a failing callback; the fill stays counted
+            log.exception("trade_updates: fill callback failed for %s", exec_id)
+
+    # --- reconciliation --------------------------------------------------------------------------
+
+    def _reconcile_since_ns(self) -> int:
+        since = self._started_ns if self._last_disconnect_ns is None else self._last_disconnect_ns
+        for record in self.state:
+            if not record.is_terminal or record.reported_qty < record.filled_qty:
+                since = min(since, record.submitted_ns or record.recorded_ns)
+        return since - self.reconcile_lookback_ns
+
+    async def reconcile(self) -> int:
+        """Report fills the stream did not deliver; returns how many were reported."""
+        before = self.stats["fills"]
+        after = datetime.fromtimestamp(self._reconcile_since_ns() / 1e9, tz=timezone.utc)
+        while True:
+            page_after = after
+            orders = await self._retry.call(
+                lambda: self.client.list_orders("all", after=page_after, direction="asc", limit=_PAGE),
+                what="reconcile orders",
+            )
+            for order in orders:
+                record = self.state.apply(order)
+                if order.filled_qty > record.reported_qty:
+                    await self._account(record, order, None, None, None, order.filled_at or order.updated_at)
+            if len(orders) < _PAGE or orders[-1].submitted_at is None:
+                break
+            after = orders[-1].submitted_at
+        return self.stats["fills"] - before
+
+
+async def _maybe_await(result: object) -> None:
+    if inspect.isawaitable(result):
+        await result

@@ -1,0 +1,1158 @@
+"""Embedded paper broker: Alpaca's Trading API v2 (REST) and ``trade_updates`` stream on localhost.
+
+Orders fill against a ``LiquiditySource`` (the synthetic market, or a ``StaticBook``): market orders
+walk the book level by level, limit orders take what crosses and rest until the book crosses them,
+stop orders wait for the touch to reach the stop. Liquidity an order consumed stays consumed until
+the source reports that symbol's book changed. Cash, buying power and positions follow every fill.
+
+The wire protocol is Alpaca's: the same paths, JSON shapes with decimals as strings, status codes
+and ``{"code", "message"}`` error bodies, ``X-Ratelimit-*`` headers and 429 + ``Retry-After`` past
+the limit, and the ``/stream`` WebSocket (authenticate, listen, binary frames) on the same port, so
+unmodified Alpaca SDK clients work against it. HTTP/1.1 is served by a small keep-alive server of our
+own; the WebSocket side uses the ``websockets`` library's protocol engine. Fault switches
+(``broker.faults``) inject delays, dropped responses, 5xx and 429 bursts for tests.
+
+Simplifications, on purpose: no market sessions (opg/cls behave as day orders, day orders expire only
+when ``expire_day_orders()`` is called), no notional or multi-leg orders, cash-account buying power
+(multiplier 1, shorting allowed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import msgspec
+from websockets.frames import Opcode
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from engine.config import SimConfig
+from engine.events import SIDE_ASK, SIDE_BID
+
+log = logging.getLogger(__name__)
+
+_ZERO = Decimal(0)
+_CENT = Decimal("0.01")
+_SUB_PENNY = Decimal("0.0001")
+_ASSET_NS = uuid.UUID("6ba7b811-9dad-11d1-80b4-00c04fd430c8")  # uuid5 namespace: asset ids stable per symbol
+_TERMINAL = frozenset({"filled", "canceled", "expired", "rejected", "replaced", "done_for_day"})
+_ORDER_TYPES = ("market", "limit", "stop", "stop_limit")
+_TIME_IN_FORCE = ("day", "gtc", "opg", "cls", "ioc", "fok")
+_MAX_HEADER_BYTES = 64 * 1024
+_MAX_BODY_BYTES = 1024 * 1024
+_REASONS = {
+    200: "OK", 204: "No Content", 207: "Multi-Status", 400: "Bad Request", 401: "Unauthorized",
+    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 411: "Length Required",
+    413: "Payload Too Large", 422: "Unprocessable Entity", 429: "Too Many Requests",
+    500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+}
+_encode = msgspec.json.encode
+
+
+@runtime_checkable
+class LiquiditySource(Protocol):
+    """What the broker fills against (the synthetic market implements the same protocol)."""
+
+    def symbols(self) -> list[str]: ...
+    def top_of_book(self, symbol: str) -> tuple[float, float, float, float] | None: ...  # bid_px, bid_sz, ask_px, ask_sz
+    def depth(self, symbol: str, side: int, levels: int) -> list[tuple[float, float]]: ...  # best first
+    def add_listener(self, callback: Callable[[list[str]], None]) -> None: ...
+
+
+class StaticBook:
+    """A hand-set L2 book per symbol: the standalone liquidity source (tests, demos, what-if runs).
+
+    ``set_book`` replaces a symbol's whole book and tells the listeners it changed.
+    """
+
+    def __init__(self, books: dict[str, tuple[list[tuple[float, float]], list[tuple[float, float]]]] | None = None) -> None:
+        self._bids: dict[str, list[tuple[float, float]]] = {}
+        self._asks: dict[str, list[tuple[float, float]]] = {}
+        self._listeners: list[Callable[[list[str]], None]] = []
+        for symbol, (bids, asks) in (books or {}).items():
+            self.set_book(symbol, bids, asks)
+
+    def set_book(self, symbol: str, bids: list[tuple[float, float]], asks: list[tuple[float, float]]) -> None:
+        """Replace ``symbol``'s book. Levels are (price, size); any order; zero-size levels are dropped."""
+        clean_bids = _clean_levels(symbol, bids, descending=True)
+        clean_asks = _clean_levels(symbol, asks, descending=False)
+        if clean_bids and clean_asks and clean_bids[0][0] >= clean_asks[0][0]:
+            raise ValueError(f"{symbol}: crossed book (best bid {clean_bids[0][0]} >= best ask {clean_asks[0][0]})")
+        self._bids[symbol] = clean_bids
+        self._asks[symbol] = clean_asks
+        for callback in list(self._listeners):
+            callback([symbol])
+
+    def symbols(self) -> list[str]:
+        return list(self._bids)
+
+    def top_of_book(self, symbol: str) -> tuple[float, float, float, float] | None:
+        if symbol not in self._bids:
+            return None
+        bids, asks = self._bids[symbol], self._asks[symbol]
+        bid_px, bid_sz = bids[0] if bids else (math.nan, 0.0)
+        ask_px, ask_sz = asks[0] if asks else (math.nan, 0.0)
+        return bid_px, bid_sz, ask_px, ask_sz
+
+    def depth(self, symbol: str, side: int, levels: int) -> list[tuple[float, float]]:
+        book = self._bids if side == SIDE_BID else self._asks if side == SIDE_ASK else {}
+        return list(book.get(symbol, ())[: max(levels, 0)])
+
+    def add_listener(self, callback: Callable[[list[str]], None]) -> None:
+        self._listeners.append(callback)
+
+
+def _clean_levels(symbol: str, levels: list[tuple[float, float]], *, descending: bool) -> list[tuple[float, float]]:
+    out = []
+    for price, size in levels:
+        price, size = float(price), float(size)
+        if not (math.isfinite(price) and price > 0 and math.isfinite(size) and size >= 0):
+            raise ValueError(f"{symbol}: bad level ({price}, {size})")
+        if size > 0:
+            out.append((price, size))
+    out.sort(reverse=descending)
+    if len({p for p, _ in out}) != len(out):
+        raise ValueError(f"{symbol}: duplicate price level")
+    return out
+
+
+@dataclass
+class BrokerFaults:
+    """Switches for fault injection; tests flip them while the broker runs."""
+
+    delay_s: float = 0.0  #: delayed requests wait this long before they are handled
+    delay_requests: int | None = None  #: how many of the next requests are delayed (None: all, while delay_s > 0)
+    drop_after_accept: int = 0  #: next N order submits: order accepted, connection closed with no response
+    error_next: int = 0  #: next N requests get a 5xx and are not processed
+    error_status: int = 503
+    throttle_next: int = 0  #: next N requests get a 429 with Retry-After (a burst of throttling)
+    retry_after_s: int = 1
+    refuse_streams: bool = False  #: trade_updates upgrades are refused with 503
+    duplicate_events: bool = False  #: every trade_updates event is sent twice
+
+
+class _ApiError(Exception):
+    def __init__(self, status: int, code: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _invalid(message: str) -> _ApiError:
+    return _ApiError(422, 40010001, message)
+
+
+def _iso(ns: int | None) -> str | None:
+    if ns is None:
+        return None
+    seconds, frac = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{frac // 1000:06d}Z"
+
+
+def _fmt(value: Decimal | None) -> str | None:
+    if value is None:
+        return None
+    if value == 0:
+        return "0"
+    return format(value.normalize(), "f")
+
+
+def _dec(value: float) -> Decimal:
+    return Decimal(repr(value))
+
+
+def _now_ns() -> int:
+    return time.time_ns() // 1000 * 1000  # microseconds: what the wire carries
+
+
+@dataclass(slots=True, eq=False)
+class _Order:
+    id: str
+    client_order_id: str
+    symbol: str
+    asset_id: str
+    crypto: bool
+    side: str
+    type: str
+    time_in_force: str
+    qty: Decimal
+    limit_price: Decimal | None
+    stop_price: Decimal | None
+    extended_hours: bool
+    created_ns: int
+    status: str = "new"
+    filled_qty: Decimal = _ZERO
+    filled_notional: Decimal = _ZERO
+    updated_ns: int = 0
+    filled_ns: int | None = None
+    canceled_ns: int | None = None
+    expired_ns: int | None = None
+    triggered: bool = False  # stop orders: the stop price was reached
+    resting: bool = False  # passed its first matching pass: later fills are at its own limit
+
+    @property
+    def buy(self) -> bool:
+        return self.side == "buy"
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.qty - self.filled_qty
+
+    @property
+    def open(self) -> bool:
+        return self.status not in _TERMINAL
+
+    def avg_price(self) -> Decimal | None:
+        return self.filled_notional / self.filled_qty if self.filled_qty else None
+
+    def to_json(self) -> dict[str, Any]:
+        created = _iso(self.created_ns)
+        return {
+            "id": self.id,
+            "client_order_id": self.client_order_id,
+            "created_at": created,
+            "updated_at": _iso(self.updated_ns or self.created_ns),
+            "submitted_at": created,
+            "filled_at": _iso(self.filled_ns),
+            "expired_at": _iso(self.expired_ns),
+            "canceled_at": _iso(self.canceled_ns),
+            "failed_at": None,
+            "replaced_at": None,
+            "replaced_by": None,
+            "replaces": None,
+            "asset_id": self.asset_id,
+            "symbol": self.symbol,
+            "asset_class": "crypto" if self.crypto else "us_equity",
+            "notional": None,
+            "qty": _fmt(self.qty),
+            "filled_qty": _fmt(self.filled_qty),
+            "filled_avg_price": _fmt(self.avg_price()),
+            "order_class": "simple",
+            "order_type": self.type,
+            "type": self.type,
+            "side": self.side,
+            "position_intent": _intent(self.side),
+            "time_in_force": self.time_in_force,
+            "limit_price": _fmt(self.limit_price),
+            "stop_price": _fmt(self.stop_price),
+            "status": self.status,
+            "extended_hours": self.extended_hours,
+            "legs": None,
+            "trail_percent": None,
+            "trail_price": None,
+            "hwm": None,
+            "expires_at": None,
+        }
+
+
+def _intent(side: str) -> str:
+    return "buy_to_open" if side == "buy" else "sell_to_close"
+
+
+@dataclass(slots=True)
+class _Position:
+    symbol: str
+    crypto: bool
+    qty: Decimal = _ZERO  # signed: negative is short
+    avg_entry_price: Decimal = _ZERO
+    last_fill_price: Decimal = _ZERO
+
+
+class _StreamClient:
+    """One trade_updates WebSocket connection (server side)."""
+
+    __slots__ = ("protocol", "writer", "authenticated", "listening")
+
+    def __init__(self, protocol: ServerProtocol, writer: asyncio.StreamWriter) -> None:
+        self.protocol = protocol
+        self.writer = writer
+        self.authenticated = False
+        self.listening = False
+
+    def send(self, payload: bytes) -> None:
+        if self.protocol.state is not State.OPEN or self.writer.is_closing():
+            return
+        self.protocol.send_binary(payload)  # Alpaca's trade_updates stream uses binary frames
+        self.flush()
+
+    def flush(self) -> None:
+        for chunk in self.protocol.data_to_send():
+            if chunk and not self.writer.is_closing():
+                self.writer.write(chunk)
+
+
+class _Drop(Exception):
+    """Close the connection without answering (fault injection)."""
+
+
+class PaperBroker:
+    """Alpaca-compatible paper broker on localhost, filling against ``market``."""
+
+    def __init__(
+        self,
+        market: LiquiditySource,
+        config: SimConfig | None = None,
+        *,
+        rate_window_s: float = 60.0,
+        depth_levels: int = 50,
+    ) -> None:
+        self.config = config or SimConfig()
+        self.faults = BrokerFaults()
+        self._market = market
+        self._key = self.config.key_id.get_secret_value().encode()
+        self._secret = self.config.secret_key.get_secret_value().encode()
+        self._rate_limit = self.config.rate_limit_per_min
+        self._rate_window_s = rate_window_s
+        self._window_start = time.monotonic()
+        self._window_count = 0
+        self._depth_levels = depth_levels
+        self._cash = Decimal(repr(self.config.starting_cash))
+        self._starting_cash = self._cash
+        self._account_id = str(uuid.uuid5(_ASSET_NS, f"account:{self.config.seed}"))
+        self._created_ns = _now_ns()
+        self._orders: dict[str, _Order] = {}
+        self._by_client_id: dict[str, _Order] = {}
+        self._open_by_symbol: dict[str, list[_Order]] = {}
+        self._positions: dict[str, _Position] = {}
+        self._consumed: dict[str, dict[tuple[int, Decimal], Decimal]] = {}
+        self._streams: set[_StreamClient] = set()
+        self._listeners: list[_StreamClient] = []
+        self._pending_symbols: set[str] = set()
+        self._flush_scheduled = False
+        self._server: asyncio.base_events.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._connections: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.base_url = ""
+        self.stats = {"requests": 0, "rate_limited": 0, "orders": 0, "fills": 0, "events": 0}
+        market.add_listener(self._on_book_change)
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> str:
+        """Listen on ``config.host:config.broker_port`` (0: any free port); returns the base URL."""
+        if self._server is not None:
+            return self.base_url
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._server = await asyncio.start_server(
+            self._serve_connection, self.config.host, self.config.broker_port, limit=_MAX_HEADER_BYTES
+        )
+        host, port = self._server.sockets[0].getsockname()[:2]
+        self.base_url = f"http://{host}:{port}"
+        log.info("paper broker listening on %s (trade_updates at %s)", self.base_url, self.stream_url)
+        return self.base_url
+
+    @property
+    def stream_url(self) -> str:
+        return self.base_url.replace("http://", "ws://", 1) + "/stream"
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        for writer in list(self._connections):
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await server.wait_closed()
+        self._loop = None
+
+    async def __aenter__(self) -> PaperBroker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- introspection and control (for tests and the sim command) -------------------------------
+
+    def orders(self) -> list[dict[str, Any]]:
+        """Every order ever accepted, oldest first, as Alpaca order objects."""
+        return [o.to_json() for o in self._orders.values()]
+
+    def positions(self) -> list[dict[str, Any]]:
+        return [self._position_json(p) for p in self._positions.values() if p.qty != 0]
+
+    def account(self) -> dict[str, Any]:
+        return self._account_json()
+
+    def expire_day_orders(self) -> int:
+        """End the trading day: every open day/opg/cls order expires. Returns how many did."""
+        expired = 0
+        for order in list(self._orders.values()):
+            if order.open and order.time_in_force in ("day", "opg", "cls"):
+                now = _now_ns()
+                order.status, order.expired_ns, order.updated_ns = "expired", now, now
+                self._close(order)
+                self._emit("expired", order, now)
+                expired += 1
+        return expired
+
+    async def drop_streams(self) -> int:
+        """Cut every trade_updates connection abruptly (the client must reconnect). Returns how many."""
+        clients = list(self._streams)
+        for client in clients:
+            transport = client.writer.transport
+            if transport is not None:
+                transport.abort()
+        self._streams.clear()
+        self._listeners.clear()
+        await asyncio.sleep(0)
+        return len(clients)
+
+    # --- HTTP/1.1 --------------------------------------------------------------------------------
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)  # type: ignore[arg-type]
+        self._connections.add(writer)
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                except asyncio.LimitOverrunError:
+                    writer.write(_http_response(413, _error_body(40010000, "request header too large"), close=True))
+                    return
+                try:
+                    method, target, version, headers = _parse_head(head)
+                except ValueError:
+                    writer.write(_http_response(400, _error_body(40010000, "malformed request"), close=True))
+                    return
+                if headers.get("upgrade", "").lower() == "websocket":
+                    await self._serve_stream(reader, writer, head, target)
+                    return
+                try:
+                    body = await _read_body(reader, headers)
+                except _ApiError as exc:
+                    writer.write(_http_response(exc.status, _error_body(exc.code, exc.message), close=True))
+                    return
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                keep_alive = headers.get("connection", "").lower() != "close" and version == "HTTP/1.1"
+                try:
+                    status, payload, extra = await self._handle(method, target, headers, body)
+                except _Drop:
+                    writer.close()
+                    return
+                writer.write(_http_response(status, payload, extra, close=not keep_alive))
+                if writer.transport.get_write_buffer_size() > 256 * 1024:
+                    await writer.drain()
+                if not keep_alive:
+                    return
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # a bug here must not kill the server; the client sees a dropped connection
+            log.exception("paper broker: connection handler failed")
+        finally:
+            self._connections.discard(writer)
+            writer.close()
+            if task is not None:
+                self._tasks.discard(task)  # type: ignore[arg-type]
+
+    async def _handle(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes | None, list[tuple[str, str]]]:
+        self.stats["requests"] += 1
+        key = headers.get("apca-api-key-id")
+        secret = headers.get("apca-api-secret-key")
+        if not key or not secret:
+            return 401, _error_body(40110000, "request is not authorized"), []
+        if not (hmac.compare_digest(key.encode(), self._key) & hmac.compare_digest(secret.encode(), self._secret)):
+            return 403, _error_body(40310000, "forbidden"), []
+        rate_headers, over = self._count_request()
+        faults = self.faults
+        if over:
+            self.stats["rate_limited"] += 1
+            retry_after = max(1, math.ceil(self._window_start + self._rate_window_s - time.monotonic()))
+            return 429, _error_body(42910000, "rate limit exceeded"), rate_headers + [("Retry-After", str(retry_after))]
+        if faults.throttle_next > 0:
+            faults.throttle_next -= 1
+            self.stats["rate_limited"] += 1
+            return 429, _error_body(42910000, "rate limit exceeded"), rate_headers + [("Retry-After", str(faults.retry_after_s))]
+        if faults.error_next > 0:
+            faults.error_next -= 1
+            return faults.error_status, _error_body(50010000, "internal server error"), rate_headers
+        if faults.delay_s > 0 and (faults.delay_requests is None or faults.delay_requests > 0):
+            if faults.delay_requests is not None:
+                faults.delay_requests -= 1
+            await asyncio.sleep(faults.delay_s)
+        split = urlsplit(target)
+        path = unquote(split.path)
+        query = parse_qs(split.query, keep_blank_values=True)
+        try:
+            status, payload = self._route(method, path, query, body)
+        except _ApiError as exc:
+            return exc.status, _error_body(exc.code, exc.message), rate_headers
+        if status == 200 and method == "POST" and faults.drop_after_accept > 0:
+            faults.drop_after_accept -= 1
+            raise _Drop
+        return status, payload, rate_headers
+
+    def _count_request(self) -> tuple[list[tuple[str, str]], bool]:
+        now = time.monotonic()
+        if now - self._window_start >= self._rate_window_s:
+            self._window_start, self._window_count = now, 0
+        self._window_count += 1
+        remaining = max(0, self._rate_limit - self._window_count)
+        reset_epoch = math.ceil(time.time() + (self._window_start + self._rate_window_s - now))
+        headers = [
+            ("X-Ratelimit-Limit", str(self._rate_limit)),
+            ("X-Ratelimit-Remaining", str(remaining)),
+            ("X-Ratelimit-Reset", str(reset_epoch)),
+        ]
+        return headers, self._window_count > self._rate_limit
+
+    def _route(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> tuple[int, bytes | None]:
+        if path == "/v2/orders":
+            if method == "POST":
+                return 200, _encode(self._submit(body).to_json())
+            if method == "GET":
+                return 200, _encode([o.to_json() for o in self._list_orders(query)])
+            if method == "DELETE":
+                return 207, _encode(self._cancel_all())
+            raise _ApiError(405, 40510000, "method not allowed")
+        if path == "/v2/orders:by_client_order_id":
+            if method != "GET":
+                raise _ApiError(405, 40510000, "method not allowed")
+            coid = (query.get("client_order_id") or [""])[0]
+            if not coid:
+                raise _invalid("client_order_id is required")
+            order = self._by_client_id.get(coid)
+            if order is None:
+                raise _ApiError(404, 40410000, "order not found")
+            return 200, _encode(order.to_json())
+        if path.startswith("/v2/orders/"):
+            order_id = path[len("/v2/orders/"):]
+            if method == "GET":
+                return 200, _encode(self._find_order(order_id).to_json())
+            if method == "DELETE":
+                self._cancel(self._find_order(order_id))
+                return 204, None
+            raise _ApiError(405, 40510000, "method not allowed")
+        if path == "/v2/positions" and method == "GET":
+            return 200, _encode(self.positions())
+        if path.startswith("/v2/positions/") and method == "GET":
+            wanted = path[len("/v2/positions/"):].replace("/", "")
+            for position in self._positions.values():
+                if position.qty != 0 and position.symbol.replace("/", "") == wanted:
+                    return 200, _encode(self._position_json(position))
+            raise _ApiError(404, 40410000, "position does not exist")
+        if path == "/v2/account" and method == "GET":
+            return 200, _encode(self._account_json())
+        raise _ApiError(404, 40410000, "endpoint not found")
+
+    # --- orders ----------------------------------------------------------------------------------
+
+    def _find_order(self, order_id: str) -> _Order:
+        try:
+            uuid.UUID(order_id)
+        except ValueError:
+            raise _invalid("order_id is not a valid UUID") from None
+        order = self._orders.get(order_id)
+        if order is None:
+            raise _ApiError(404, 40410000, "order not found")
+        return order
+
+    def _submit(self, body: bytes) -> _Order:
+        try:
+            fields = json.loads(body, parse_float=Decimal) if body else None
+        except (ValueError, UnicodeDecodeError):
+            raise _ApiError(422, 40010000, "request body format is invalid") from None
+        if not isinstance(fields, dict):
+            raise _ApiError(422, 40010000, "request body format is invalid")
+        order = self._validate(fields)
+        self._check_buying_power(order)
+        self._orders[order.id] = order
+        self._by_client_id[order.client_order_id] = order
+        self._open_by_symbol.setdefault(order.symbol, []).append(order)
+        self.stats["orders"] += 1
+        self._emit("new", order, order.created_ns)
+        self._match(order)
+        return order
+
+    def _validate(self, f: dict[str, Any]) -> _Order:
+        symbol = f.get("symbol")
+        if not isinstance(symbol, str) or not symbol:
+            raise _invalid("symbol is required")
+        order_class = f.get("order_class") or "simple"
+        if order_class != "simple":
+            raise _invalid(f"order_class {order_class} is not supported by the paper broker")
+        side = f.get("side")
+        if side not in ("buy", "sell"):
+            raise _invalid("side is required" if side is None else f"invalid side: {side}")
+        order_type = f.get("type", f.get("order_type"))
+        if order_type not in _ORDER_TYPES:
+            raise _invalid("type is required" if order_type is None else f"invalid order type: {order_type}")
+        tif = f.get("time_in_force")
+        if tif not in _TIME_IN_FORCE:
+            raise _invalid("time_in_force is required" if tif is None else f"invalid time_in_force: {tif}")
+        if f.get("notional") is not None:
+            raise _invalid("notional orders are not supported by the paper broker")
+        qty = _positive_decimal(f.get("qty"), "qty", required=True)
+        limit_price = _positive_decimal(f.get("limit_price"), "limit_price", required=order_type in ("limit", "stop_limit"))
+        stop_price = _positive_decimal(f.get("stop_price"), "stop_price", required=order_type in ("stop", "stop_limit"))
+        if order_type in ("market", "stop") and limit_price is not None:
+            raise _invalid(f"limit_price is not allowed for {order_type} orders")
+        if order_type in ("market", "limit") and stop_price is not None:
+            raise _invalid(f"stop_price is not allowed for {order_type} orders")
+        extended = f.get("extended_hours") or False
+        if not isinstance(extended, bool):
+            raise _invalid("extended_hours must be a boolean")
+        if extended and (order_type != "limit" or tif != "day"):
+            raise _invalid("extended hours order must be DAY limit orders")
+        crypto = "/" in symbol
+        if self._market.top_of_book(symbol) is None:
+            raise _invalid(f'asset "{symbol}" not found')
+        if not crypto:
+            for name, price in (("limit_price", limit_price), ("stop_price", stop_price)):
+                if price is not None:
+                    step = _CENT if price >= 1 else _SUB_PENNY
+                    if price % step:
+                        raise _invalid(
+                            f"invalid {name} {_fmt(price)}. sub-penny increment does not fulfill minimum pricing criteria"
+                        )
+        coid = f.get("client_order_id")
+        if coid is None:
+            coid = str(uuid.uuid4())
+        elif not isinstance(coid, str) or not 0 < len(coid) <= 128:
+            raise _invalid("client_order_id must be a string of 1 to 128 characters")
+        if coid in self._by_client_id:
+            raise _invalid("client_order_id must be unique")
+        now = _now_ns()
+        return _Order(
+            id=str(uuid.uuid4()),
+            client_order_id=coid,
+            symbol=symbol,
+            asset_id=str(uuid.uuid5(_ASSET_NS, symbol)),
+            crypto=crypto,
+            side=side,
+            type=order_type,
+            time_in_force=tif,
+            qty=qty,  # type: ignore[arg-type]
+            limit_price=limit_price,
+            stop_price=stop_price,
+            extended_hours=extended,
+            created_ns=now,
+            updated_ns=now,
+        )
+
+    def _list_orders(self, query: dict[str, list[str]]) -> list[_Order]:
+        def one(name: str) -> str | None:
+            values = query.get(name)
+            return values[0] if values else None
+
+        status = one("status") or "open"
+        if status not in ("open", "closed", "all"):
+            raise _invalid(f"invalid status: {status}")
+        try:
+            limit = int(one("limit") or 50)
+        except ValueError:
+            raise _invalid("limit must be an integer") from None
+        if not 0 < limit <= 500:
+            raise _invalid("limit must be between 1 and 500")
+        direction = one("direction") or "desc"
+        if direction not in ("asc", "desc"):
+            raise _invalid(f"invalid direction: {direction}")
+        after, until = _parse_time(one("after"), "after"), _parse_time(one("until"), "until")
+        symbols = {s for s in (one("symbols") or "").split(",") if s}
+        side = one("side")
+        selected = []
+        for order in self._orders.values():  # insertion order is submission order
+            if status == "open" and not order.open or status == "closed" and order.open:
+                continue
+            if after is not None and order.created_ns <= after or until is not None and order.created_ns >= until:
+                continue
+            if symbols and order.symbol not in symbols or side and order.side != side:
+                continue
+            selected.append(order)
+        if direction == "desc":
+            selected.reverse()
+        return selected[:limit]
+
+    def _cancel(self, order: _Order) -> None:
+        if not order.open:
+            raise _ApiError(422, 42210000, f'order is already in "{order.status}" state')
+        now = _now_ns()
+        order.status, order.canceled_ns, order.updated_ns = "canceled", now, now
+        self._close(order)
+        self._emit("canceled", order, now)
+
+    def _cancel_all(self) -> list[dict[str, Any]]:
+        results = []
+        for order in [o for o in self._orders.values() if o.open]:
+            self._cancel(order)
+            results.append({"id": order.id, "status": 200, "body": order.to_json()})
+        return results
+
+    def _close(self, order: _Order) -> None:
+        book = self._open_by_symbol.get(order.symbol)
+        if book is not None and order in book:
+            book.remove(order)
+
+    # --- buying power ----------------------------------------------------------------------------
+
+    def _exposure_increase(self, symbol: str, buy: bool, qty: Decimal) -> Decimal:
+        """How much of ``qty`` opens or grows a position (the part that needs buying power)."""
+        position = self._positions.get(symbol)
+        held = position.qty if position is not None else _ZERO
+        offset = max(_ZERO, -held) if buy else max(_ZERO, held)
+        return max(_ZERO, qty - offset)
+
+    def _price_estimate(self, order: _Order, qty: Decimal) -> Decimal:
+        if order.limit_price is not None:
+            return order.limit_price
+        fills = self._take(order, None, qty, consume=False)
+        filled = sum((q for _, q in fills), _ZERO)
+        if filled:
+            return sum((p * q for p, q in fills), _ZERO) / filled
+        if order.stop_price is not None:
+            return order.stop_price
+        top = self._market.top_of_book(order.symbol)
+        if top is not None:
+            for px in ((top[2], top[0]) if order.buy else (top[0], top[2])):
+                if math.isfinite(px) and px > 0:
+                    return _dec(px)
+        return _ZERO
+
+    def _reserved(self) -> Decimal:
+        reserved = _ZERO
+        for orders in self._open_by_symbol.values():
+            for order in orders:
+                need = self._exposure_increase(order.symbol, order.buy, order.remaining)
+                if need:
+                    reserved += need * self._price_estimate(order, need)
+        return reserved
+
+    def _buying_power(self, reserved: Decimal | None = None) -> Decimal:
+        long_mv, short_mv = self._market_values()
+        equity = self._cash + long_mv + short_mv
+        used = long_mv - short_mv + (self._reserved() if reserved is None else reserved)
+        return max(_ZERO, equity - used)
+
+    def _check_buying_power(self, order: _Order) -> None:
+        need = self._exposure_increase(order.symbol, order.buy, order.qty)
+        if not need:
+            return
+        cost = need * self._price_estimate(order, need)
+        if cost > self._buying_power():
+            raise _ApiError(403, 40310000, "insufficient buying power")
+
+    # --- matching --------------------------------------------------------------------------------
+
+    def _stop_reached(self, order: _Order) -> bool:
+        top = self._market.top_of_book(order.symbol)
+        if top is None:
+            return False
+        bid, _, ask, _ = top
+        if order.buy:
+            return math.isfinite(ask) and _dec(ask) >= order.stop_price  # type: ignore[operator]
+        return math.isfinite(bid) and _dec(bid) <= order.stop_price  # type: ignore[operator]
+
+    def _take(self, order: _Order, limit: Decimal | None, want: Decimal, *, consume: bool) -> list[tuple[Decimal, Decimal]]:
+        """Levels (price, qty) the order can take from the opposite side, best first, up to ``want``."""
+        book_side = SIDE_ASK if order.buy else SIDE_BID
+        consumed = self._consumed.setdefault(order.symbol, {})
+        out: list[tuple[Decimal, Decimal]] = []
+        for px_f, size_f in self._market.depth(order.symbol, book_side, self._depth_levels):
+            if want <= 0:
+                break
+            if not (math.isfinite(px_f) and px_f > 0 and math.isfinite(size_f) and size_f > 0):
+                continue
+            price = _dec(px_f)
+            if limit is not None and (price > limit if order.buy else price < limit):
+                break
+            key = (book_side, price)
+            available = _dec(size_f) - consumed.get(key, _ZERO)
+            if available <= 0:
+                continue
+            qty = min(available, want)
+            if consume:
+                consumed[key] = consumed.get(key, _ZERO) + qty
+            out.append((price, qty))
+            want -= qty
+        return out
+
+    def _match(self, order: _Order) -> None:
+        """Fill what the book allows now; cancel the rest of ioc/fok orders."""
+        if not order.open:
+            return
+        if order.type in ("stop", "stop_limit") and not order.triggered:
+            if not self._stop_reached(order):
+                order.resting = True
+                return
+            order.triggered = True
+            order.resting = False  # a triggered stop takes liquidity like a new order
+        limit = order.limit_price if order.type in ("limit", "stop_limit") else None
+        if order.time_in_force == "fok":
+            available = sum((q for _, q in self._take(order, limit, order.remaining, consume=False)), _ZERO)
+            if available < order.remaining:
+                self._cancel(order)
+                return
+        passive_price = limit if order.resting else None
+        for price, qty in self._take(order, limit, order.remaining, consume=True):
+            self._execute(order, qty, passive_price if passive_price is not None else price)
+        if order.open and order.remaining > 0 and order.time_in_force in ("ioc", "fok"):
+            self._cancel(order)
+        order.resting = True
+
+    def _execute(self, order: _Order, qty: Decimal, price: Decimal) -> None:
+        now = _now_ns()
+        order.filled_qty += qty
+        order.filled_notional += qty * price
+        order.updated_ns = now
+        if order.remaining <= 0:
+            order.status, order.filled_ns = "filled", now
+            self._close(order)
+        else:
+            order.status = "partially_filled"
+        position = self._positions.get(order.symbol)
+        if position is None:
+            position = self._positions[order.symbol] = _Position(order.symbol, order.crypto)
+        signed = qty if order.buy else -qty
+        held = position.qty
+        new = held + signed
+        if held == 0 or (held > 0) == (signed > 0):
+            position.avg_entry_price = (abs(held) * position.avg_entry_price + qty * price) / abs(new)
+        elif new == 0:
+            position.avg_entry_price = _ZERO
+        elif (new > 0) != (held > 0):  # flipped through zero: the rest opens at this price
+            position.avg_entry_price = price
+        position.qty = new
+        position.last_fill_price = price
+        self._cash -= signed * price
+        self.stats["fills"] += 1
+        self._emit(
+            "fill" if order.status == "filled" else "partial_fill",
+            order,
+            now,
+            execution_id=str(uuid.uuid4()),
+            price=price,
+            qty=qty,
+            position_qty=new,
+        )
+
+    def _on_book_change(self, symbols: list[str]) -> None:
+        """Listener for the liquidity source: may be called from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        if threading.get_ident() != self._loop_thread:
+            loop.call_soon_threadsafe(self._on_book_change, list(symbols))
+            return
+        for symbol in symbols:
+            self._consumed.pop(symbol, None)  # the book was refreshed: its liquidity is new
+            if self._open_by_symbol.get(symbol):
+                self._pending_symbols.add(symbol)
+        if self._pending_symbols and not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._match_pending)
+
+    def _match_pending(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending_symbols = self._pending_symbols, set()
+        for symbol in pending:
+            for order in list(self._open_by_symbol.get(symbol, ())):
+                try:
+                    self._match(order)
+                except Exception:  # one bad order must not stop the others from matching
+                    log.exception("paper broker: matching %s failed", order.id)
+
+    # --- positions and account -------------------------------------------------------------------
+
+    def _mark(self, position: _Position) -> Decimal:
+        top = self._market.top_of_book(position.symbol)
+        if top is not None:
+            bid, _, ask, _ = top
+            if math.isfinite(bid) and math.isfinite(ask) and bid > 0 and ask > 0:
+                return _dec(0.5 * (bid + ask))
+        return position.last_fill_price
+
+    def _market_values(self) -> tuple[Decimal, Decimal]:
+        long_mv = short_mv = _ZERO
+        for position in self._positions.values():
+            if position.qty > 0:
+                long_mv += position.qty * self._mark(position)
+            elif position.qty < 0:
+                short_mv += position.qty * self._mark(position)
+        return long_mv, short_mv
+
+    def _position_json(self, position: _Position) -> dict[str, Any]:
+        mark = self._mark(position)
+        market_value = position.qty * mark
+        cost_basis = position.qty * position.avg_entry_price
+        unrealized = market_value - cost_basis
+        plpc = unrealized / abs(cost_basis) if cost_basis else _ZERO
+        symbol = position.symbol.replace("/", "") if position.crypto else position.symbol
+        return {
+            "asset_id": str(uuid.uuid5(_ASSET_NS, position.symbol)),
+            "symbol": symbol,
+            "exchange": "CRYPTO" if position.crypto else "NASDAQ",
+            "asset_class": "crypto" if position.crypto else "us_equity",
+            "asset_marginable": not position.crypto,
+            "qty": _fmt(position.qty),
+            "qty_available": _fmt(position.qty),
+            "avg_entry_price": _fmt(position.avg_entry_price),
+            "side": "long" if position.qty > 0 else "short",
+            "market_value": _fmt(market_value),
+            "cost_basis": _fmt(cost_basis),
+            "unrealized_pl": _fmt(unrealized),
+            "unrealized_plpc": _fmt(plpc),
+            "unrealized_intraday_pl": _fmt(unrealized),
+            "unrealized_intraday_plpc": _fmt(plpc),
+            "current_price": _fmt(mark),
+            "lastday_price": _fmt(mark),
+            "change_today": "0",
+        }
+
+    def _account_json(self) -> dict[str, Any]:
+        long_mv, short_mv = self._market_values()
+        equity = self._cash + long_mv + short_mv
+        buying_power = self._buying_power()
+        return {
+            "id": self._account_id,
+            "account_number": "PA" + self._account_id.replace("-", "")[:10].upper(),
+            "status": "ACTIVE",
+            "crypto_status": "ACTIVE",
+            "currency": "USD",
+            "buying_power": _fmt(buying_power),
+            "regt_buying_power": _fmt(buying_power),
+            "daytrading_buying_power": "0",
+            "non_marginable_buying_power": _fmt(buying_power),
+            "options_buying_power": "0",
+            "cash": _fmt(self._cash),
+            "accrued_fees": "0",
+            "pending_transfer_in": "0",
+            "pending_transfer_out": "0",
+            "portfolio_value": _fmt(equity),
+            "equity": _fmt(equity),
+            "last_equity": _fmt(self._starting_cash),
+            "long_market_value": _fmt(long_mv),
+            "short_market_value": _fmt(short_mv),
+            "initial_margin": _fmt(long_mv - short_mv),
+            "maintenance_margin": _fmt(long_mv - short_mv),
+            "last_maintenance_margin": "0",
+            "sma": "0",
+            "multiplier": "1",
+            "pattern_day_trader": False,
+            "trading_blocked": False,
+            "transfers_blocked": False,
+            "account_blocked": False,
+            "trade_suspended_by_user": False,
+            "shorting_enabled": True,
+            "daytrade_count": 0,
+            "created_at": _iso(self._created_ns),
+        }
+
+    # --- trade_updates stream --------------------------------------------------------------------
+
+    def _emit(
+        self,
+        event: str,
+        order: _Order,
+        ts_ns: int,
+        *,
+        execution_id: str | None = None,
+        price: Decimal | None = None,
+        qty: Decimal | None = None,
+        position_qty: Decimal | None = None,
+    ) -> None:
+        if not self._listeners:
+            return
+        data: dict[str, Any] = {"event": event, "timestamp": _iso(ts_ns), "order": order.to_json()}
+        if execution_id is not None:
+            data["execution_id"] = execution_id
+            data["price"] = _fmt(price)
+            data["qty"] = _fmt(qty)
+            data["position_qty"] = _fmt(position_qty)
+        payload = _encode({"stream": "trade_updates", "data": data})
+        copies = 2 if self.faults.duplicate_events else 1
+        for client in list(self._listeners):
+            for _ in range(copies):
+                client.send(payload)
+        self.stats["events"] += 1
+
+    async def _serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes, target: str) -> None:
+        protocol = ServerProtocol(max_size=1 << 20)
+        protocol.receive_data(head)
+        events = protocol.events_received()
+        if not events:
+            return
+        request = events[0]
+        if urlsplit(target).path != "/stream":
+            response = protocol.reject(404, "not found\n")
+        elif self.faults.refuse_streams:
+            response = protocol.reject(503, "stream unavailable\n")
+        else:
+            response = protocol.accept(request)  # type: ignore[arg-type]
+        protocol.send_response(response)
+        client = _StreamClient(protocol, writer)
+        client.flush()
+        if response.status_code != 101:
+            return
+        self._streams.add(client)
+        fragments: list[bytes] = []
+        try:
+            while protocol.state is not State.CLOSED:
+                data = await reader.read(65536)
+                if not data:
+                    protocol.receive_eof()
+                    break
+                protocol.receive_data(data)
+                for frame in protocol.events_received():
+                    if frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):  # type: ignore[union-attr]
+                        fragments.append(bytes(frame.data))  # type: ignore[union-attr]
+                        if frame.fin:  # type: ignore[union-attr]
+                            message, fragments = b"".join(fragments), []
+                            self._on_stream_message(client, message)
+                client.flush()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._streams.discard(client)
+            if client in self._listeners:
+                self._listeners.remove(client)
+
+    def _on_stream_message(self, client: _StreamClient, message: bytes) -> None:
+        try:
+            msg = json.loads(message)
+            action, data = msg.get("action"), msg.get("data") or {}
+        except (ValueError, AttributeError):
+            client.send(_encode({"stream": "listening", "data": {"error": "invalid message"}}))
+            return
+        if action == "authenticate":
+            key, secret = str(data.get("key_id", "")).encode(), str(data.get("secret_key", "")).encode()
+            ok = hmac.compare_digest(key, self._key) & hmac.compare_digest(secret, self._secret)
+            client.authenticated = bool(ok)
+            status = "authorized" if ok else "unauthorized"
+            client.send(_encode({"stream": "authorization", "data": {"action": "authenticate", "status": status}}))
+            if not ok:
+                client.protocol.send_close(1008, "unauthorized")
+                client.flush()
+            return
+        if action == "listen":
+            if not client.authenticated:
+                client.send(_encode({"stream": "authorization", "data": {"action": "listen", "status": "unauthorized"}}))
+                return
+            streams = [s for s in (data.get("streams") or []) if s == "trade_updates"]
+            client.listening = bool(streams)
+            if client.listening and client not in self._listeners:
+                self._listeners.append(client)
+            elif not client.listening and client in self._listeners:
+                self._listeners.remove(client)
+            client.send(_encode({"stream": "listening", "data": {"streams": streams}}))
+            return
+        client.send(_encode({"stream": "listening", "data": {"error": f"unknown action: {action}"}}))
+
+
+# --- HTTP helpers ------------------------------------------------------------------------------------
+
+
+def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
+    lines = head[:-4].decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise ValueError("bad request line")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise ValueError("bad header line")
+        headers[name.strip().lower()] = value.strip()
+    return parts[0], parts[1], parts[2], headers
+
+
+async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        chunks = []
+        total = 0
+        while True:
+            size_line = await reader.readuntil(b"\r\n")
+            try:
+                size = int(size_line.split(b";")[0].strip(), 16)
+            except ValueError:
+                raise _ApiError(400, 40010000, "malformed chunked body") from None
+            if size == 0:
+                while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
+                    pass
+                return b"".join(chunks)
+            total += size
+            if total > _MAX_BODY_BYTES:
+                raise _ApiError(413, 40010000, "request body too large")
+            chunks.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+    length = headers.get("content-length")
+    if length is None:
+        return b""
+    try:
+        n = int(length)
+    except ValueError:
+        raise _ApiError(400, 40010000, "bad Content-Length") from None
+    if n < 0 or n > _MAX_BODY_BYTES:
+        raise _ApiError(413, 40010000, "request body too large")
+    return await reader.readexactly(n) if n else b""
+
+
+def _http_response(status: int, payload: bytes | None, extra: list[tuple[str, str]] = (), *, close: bool = False) -> bytes:  # type: ignore[assignment]
+    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}"]
+    if payload is not None:
+        lines.append("Content-Type: application/json; charset=UTF-8")
+        lines.append(f"Content-Length: {len(payload)}")
+    elif status != 204:
+        lines.append("Content-Length: 0")
+    for name, value in extra:
+        lines.append(f"{name}: {value}")
+    if close:
+        lines.append("Connection: close")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head + payload if payload else head
+
+
+def _error_body(code: int, message: str) -> bytes:
+    return _encode({"code": code, "message": message})
+
+
+def _positive_decimal(value: Any, name: str, *, required: bool) -> Decimal | None:
+    if value is None or value == "":
+        if required:
+            raise _invalid(f"{name} is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
+        raise _invalid(f"invalid {name}")
+    try:
+        number = Decimal(value) if not isinstance(value, Decimal) else value
+    except InvalidOperation:
+        raise _invalid(f"invalid {name}: {value}") from None
+    if not number.is_finite() or number <= 0:
+        raise _invalid(f"{name} must be > 0")
+    return number
+
+
+def _parse_time(value: str | None, name: str) -> int | None:
+    if not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise _invalid(f"invalid {name}: {value}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return int(when.timestamp() * 1_000_000) * 1000
