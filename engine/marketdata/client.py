@@ -150,7 +150,8 @@ class StreamClient:
         self.stats = FeedStats()
         self.subscription = Subscription()  # as last confirmed by the server
         self._channels = CRYPTO_CHANNELS if self.crypto else SUBSCRIBABLE_STOCK_CHANNELS
-        self._wanted: dict[str, set[str]] = {c: set() for c in self._channels}
+        # channel -> symbols in the order they were asked for (dicts keep order; ids follow it)
+        self._wanted: dict[str, dict[str, None]] = {c: {} for c in self._channels}
         if subscriptions is None:
             names = self.feed.crypto_symbols if self.crypto else self.feed.symbols
             subscriptions = {c: names for c in self.feed.channels if c in self._channels} if names else {}
@@ -197,6 +198,11 @@ class StreamClient:
     @property
     def state(self) -> str:
         return self.stats.state
+
+    @property
+    def wanted(self) -> dict[str, list[str]]:
+        """The subscription this client asks for (sent again after every reconnect)."""
+        return {c: list(s) for c, s in self._wanted.items() if s}
 
     # --- connect / disconnect / subscribe / unsubscribe ---------------------------------------
     async def connect(self, timeout: float | None = None) -> None:
@@ -277,10 +283,12 @@ class StreamClient:
             names = [syms] if isinstance(syms, str) else list(syms)
             if not all(isinstance(s, str) and s for s in names):
                 raise ValueError(f"symbols of {channel!r} must be non-empty strings")
-            if add:
-                self._wanted[channel].update(names)
-            else:
-                self._wanted[channel].difference_update(names)
+            wanted = self._wanted[channel]
+            for name in names:
+                if add:
+                    wanted[name] = None
+                else:
+                    wanted.pop(name, None)
             if names:
                 changes[channel] = names
         return changes
@@ -302,7 +310,7 @@ class StreamClient:
         return self.subscription
 
     def _subscribe_message(self) -> dict[str, object] | None:
-        wanted = {c: sorted(s) for c, s in self._wanted.items() if s}
+        wanted = {c: list(s) for c, s in self._wanted.items() if s}
         return {"action": "subscribe", **wanted} if wanted else None
 
     async def _send(self, ws: ClientConnection, message: dict[str, object]) -> None:
