@@ -155,7 +155,7 @@ class TradeUpdatesStream:
                     self.connected.set()
                     log.info("trade_updates: listening on %s", self.client.stream_url)
                     async for raw in ws:
-                        await self._on_message(raw)
+                        await self.feed(raw)
             except StreamAuthError as exc:
                 self.error = exc
                 log.error("trade_updates: %s; not reconnecting", exc)
@@ -201,11 +201,12 @@ class TradeUpdatesStream:
                 continue
             if isinstance(msg, dict) and msg.get("stream") == stream:
                 return msg
-            await self._on_message(raw)
+            await self.feed(raw)
 
     # --- events ----------------------------------------------------------------------------------
 
-    async def _on_message(self, raw: str | bytes) -> None:
+    async def feed(self, raw: str | bytes) -> None:
+        """Process one raw stream frame (malformed frames are counted and dropped)."""
         try:
             msg = json.loads(raw)
         except ValueError:

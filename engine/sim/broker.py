@@ -289,8 +289,12 @@ class _StreamClient:
 
     def flush(self) -> None:
         for chunk in self.protocol.data_to_send():
-            if chunk and not self.writer.is_closing():
+            if self.writer.is_closing():
+                return
+            if chunk:
                 self.writer.write(chunk)
+            else:  # the protocol's end-of-stream marker: the server closes TCP after the close handshake
+                self.writer.close()
 
 
 class _Drop(Exception):
@@ -1011,7 +1015,7 @@ class PaperBroker:
         self._streams.add(client)
         fragments: list[bytes] = []
         try:
-            while protocol.state is not State.CLOSED:
+            while protocol.state is not State.CLOSED and not writer.is_closing():
                 data = await reader.read(65536)
                 if not data:
                     protocol.receive_eof()

@@ -1,0 +1,377 @@
+"""The embedded paper broker over real HTTP and WebSocket on loopback: wire shapes, matching, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from decimal import Decimal
+
+import httpx
+import pytest
+import websockets
+from kit import eventually
+from test_execution_support import AAPL_ASKS, AAPL_BIDS, SIM, auth_headers, book, broker, standard_book  # noqa: F401
+
+from engine.config import SimConfig
+from engine.sim.broker import LiquiditySource, PaperBroker, StaticBook
+
+
+@pytest.fixture
+async def http(broker: PaperBroker):
+    async with httpx.AsyncClient(base_url=broker.base_url, headers=auth_headers(), timeout=5.0) as client:
+        yield client
+
+
+async def order(http: httpx.AsyncClient, **fields: object) -> httpx.Response:
+    body = {"type": "market", "time_in_force": "day", **fields}
+    return await http.post("/v2/orders", json=body)
+
+
+# --- the standalone book ----------------------------------------------------------------------------
+
+
+def test_static_book_is_a_liquidity_source_and_validates_levels() -> None:
+    book = StaticBook({"X": ([(10.0, 5.0), (10.5, 1.0)], [(11.0, 2.0)])})
+    assert isinstance(book, LiquiditySource)
+    assert book.top_of_book("X") == (10.5, 1.0, 11.0, 2.0)  # bids sorted best first
+    assert book.depth("X", 1, 5) == [(10.5, 1.0), (10.0, 5.0)]
+    assert book.top_of_book("NOPE") is None
+    with pytest.raises(ValueError, match="crossed"):
+        book.set_book("X", [(11.0, 1.0)], [(11.0, 1.0)])
+    with pytest.raises(ValueError, match="bad level"):
+        book.set_book("X", [(10.0, -1.0)], [])
+    seen: list[list[str]] = []
+    book.add_listener(seen.append)
+    book.set_book("X", [(10.0, 1.0)], [(10.2, 1.0)])
+    assert seen == [["X"]]
+
+
+# --- market orders -------------------------------------------------------------------------------
+
+
+async def test_market_buy_walks_the_book_and_moves_cash_and_position(http: httpx.AsyncClient) -> None:
+    r = await order(http, symbol="AAPL", side="buy", qty="250")
+    assert r.status_code == 200
+    o = r.json()
+    assert o["status"] == "filled" and o["filled_qty"] == "250" and o["qty"] == "250"
+    expected_avg = (Decimal("100.01") * 100 + Decimal("100.02") * 150) / 250
+    assert Decimal(o["filled_avg_price"]) == expected_avg
+    assert o["type"] == o["order_type"] == "market" and o["order_class"] == "simple" and o["asset_class"] == "us_equity"
+    assert isinstance(o["qty"], str) and o["limit_price"] is None
+
+    positions = (await http.get("/v2/positions")).json()
+    assert [(p["symbol"], p["qty"], p["side"]) for p in positions] == [("AAPL", "250", "long")]
+    assert Decimal(positions[0]["avg_entry_price"]) == expected_avg
+    account = (await http.get("/v2/account")).json()
+    assert Decimal(account["cash"]) == Decimal(1_000_000) - expected_avg * 250
+    assert all(isinstance(account[k], str) for k in ("cash", "buying_power", "equity", "portfolio_value"))
+
+
+async def test_consumed_liquidity_stays_consumed_until_the_book_updates(http: httpx.AsyncClient, book: StaticBook) -> None:
+    first = (await order(http, symbol="AAPL", side="buy", qty=60)).json()
+    second = (await order(http, symbol="AAPL", side="buy", qty=60)).json()
+    assert Decimal(first["filled_avg_price"]) == Decimal("100.01")
+    # only 40 left at 100.01: the rest of the second order paid 100.02
+    assert Decimal(second["filled_avg_price"]) == (Decimal("100.01") * 40 + Decimal("100.02") * 20) / 60
+    book.set_book("AAPL", AAPL_BIDS, AAPL_ASKS)  # the book refreshed: its liquidity is new
+    third = (await order(http, symbol="AAPL", side="buy", qty=60)).json()
+    assert Decimal(third["filled_avg_price"]) == Decimal("100.01")
+
+
+async def test_market_order_larger_than_the_book_rests_until_liquidity_arrives(http: httpx.AsyncClient, book: StaticBook) -> None:
+    o = (await order(http, symbol="AAPL", side="sell", qty=1000)).json()
+    assert o["status"] == "partially_filled" and o["filled_qty"] == "800"
+    book.set_book("AAPL", [(99.90, 500.0)], [(100.0, 10.0)])
+
+    async def done() -> bool:
+        return (await http.get(f"/v2/orders/{o['id']}")).json()["status"] == "filled"
+
+    await eventually(done)
+    position = (await http.get("/v2/positions/AAPL")).json()
+    assert position["qty"] == "-1000" and position["side"] == "short"
+
+
+async def test_ioc_cancels_the_rest_and_fok_fills_all_or_nothing(http: httpx.AsyncClient) -> None:
+    ioc = (await order(http, symbol="AAPL", side="buy", qty=1000, time_in_force="ioc")).json()
+    assert (ioc["status"], ioc["filled_qty"]) == ("canceled", "800")
+    fok_big = (await order(http, symbol="AAPL", side="sell", qty=801, time_in_force="fok")).json()
+    assert (fok_big["status"], fok_big["filled_qty"]) == ("canceled", "0")
+    fok_ok = (await order(http, symbol="AAPL", side="sell", qty=800, time_in_force="fok")).json()
+    assert (fok_ok["status"], fok_ok["filled_qty"]) == ("filled", "800")
+
+
+# --- limit and stop orders -----------------------------------------------------------------------
+
+
+async def test_marketable_limit_takes_what_crosses_and_rests_the_rest_then_fills_at_its_own_price(
+    http: httpx.AsyncClient, book: StaticBook
+) -> None:
+    o = (await order(http, symbol="AAPL", side="buy", qty=150, type="limit", limit_price="100.01")).json()
+    assert (o["status"], o["filled_qty"], o["filled_avg_price"]) == ("partially_filled", "100", "100.01")
+    assert o["limit_price"] == "100.01"
+    book.set_book("AAPL", [(99.0, 10.0)], [(99.5, 20.0), (100.0, 100.0)])  # the ask walks through our limit
+
+    async def filled() -> bool:
+        return (await http.get(f"/v2/orders/{o['id']}")).json()["status"] == "filled"
+
+    await eventually(filled)
+    final = (await http.get(f"/v2/orders/{o['id']}")).json()
+    # the resting 50 traded at the order's own limit, not at the crossing ask
+    assert Decimal(final["filled_avg_price"]) == Decimal("100.01")
+
+
+async def test_passive_limit_rests_then_partially_fills_as_the_book_crosses(http: httpx.AsyncClient, book: StaticBook) -> None:
+    o = (await order(http, symbol="AAPL", side="buy", qty=100, type="limit", limit_price="99.50", time_in_force="gtc")).json()
+    assert (o["status"], o["filled_qty"]) == ("new", "0")
+    book.set_book("AAPL", [(99.0, 10.0)], [(99.40, 30.0), (99.60, 500.0)])
+
+    async def partial() -> bool:
+        return (await http.get(f"/v2/orders/{o['id']}")).json()["filled_qty"] == "30"
+
+    await eventually(partial)
+    assert (await http.get(f"/v2/orders/{o['id']}")).json()["status"] == "partially_filled"
+
+
+async def test_stop_waits_for_the_touch_then_trades_as_market(http: httpx.AsyncClient, book: StaticBook) -> None:
+    stop = (await order(http, symbol="AAPL", side="sell", qty=50, type="stop", stop_price="99.90")).json()
+    stop_limit = (
+        await order(http, symbol="AAPL", side="sell", qty=50, type="stop_limit", stop_price="99.90", limit_price="99.85")
+    ).json()
+    assert stop["status"] == stop_limit["status"] == "new"
+    book.set_book("AAPL", [(99.88, 60.0), (99.80, 100.0)], [(99.95, 100.0)])
+
+    async def triggered() -> bool:
+        a = (await http.get(f"/v2/orders/{stop['id']}")).json()
+        b = (await http.get(f"/v2/orders/{stop_limit['id']}")).json()
+        return a["status"] == "filled" and b["filled_qty"] == "10"
+
+    await eventually(triggered)  # the stop took 50 of the 60 at 99.88; the stop-limit got the last 10
+
+
+# --- errors, exactly as Alpaca sends them ------------------------------------------------------------
+
+
+async def test_auth_errors(broker: PaperBroker) -> None:
+    async with httpx.AsyncClient(base_url=broker.base_url) as anon:
+        r = await anon.get("/v2/account")
+        assert r.status_code == 401 and r.json()["code"] == 40110000
+        r = await anon.get("/v2/account", headers={"APCA-API-KEY-ID": "tickforge-sim", "APCA-API-SECRET-KEY": "wrong"})
+        assert r.status_code == 403 and r.json() == {"code": 40310000, "message": "forbidden"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"symbol": "AAPL", "side": "buy"}, "qty is required"),
+        ({"symbol": "AAPL", "side": "hold", "qty": 1}, "invalid side"),
+        ({"symbol": "AAPL", "side": "buy", "qty": -5}, "qty must be > 0"),
+        ({"symbol": "AAPL", "side": "buy", "qty": 1, "type": "trailing"}, "invalid order type"),
+        ({"symbol": "AAPL", "side": "buy", "qty": 1, "time_in_force": "gtd"}, "invalid time_in_force"),
+        ({"symbol": "AAPL", "side": "buy", "qty": 1, "type": "limit"}, "limit_price is required"),
+        ({"symbol": "AAPL", "side": "buy", "qty": 1, "type": "stop"}, "stop_price is required"),
+        ({"symbol": "AAPL", "side": "buy", "qty": 1, "type": "limit", "limit_price": "100.001"}, "sub-penny"),
+        ({"symbol": "AAPL", "side": "buy", "qty": 1, "extended_hours": True}, "extended hours"),
+        ({"symbol": "ZZZZ", "side": "buy", "qty": 1}, 'asset "ZZZZ" not found'),
+        ({"symbol": "AAPL", "side": "buy", "notional": "100"}, "notional"),
+    ],
+)
+async def test_invalid_orders_are_422_with_alpacas_body(http: httpx.AsyncClient, fields: dict, message: str) -> None:
+    r = await order(http, **fields)
+    assert r.status_code == 422
+    body = r.json()
+    assert body["code"] == 40010001 and message in body["message"]
+
+
+async def test_sub_penny_is_fine_below_one_dollar_and_for_crypto(http: httpx.AsyncClient) -> None:
+    r = await order(http, symbol="PENNY", side="buy", qty=10, type="limit", limit_price="0.4999")
+    assert r.status_code == 200
+    r = await order(http, symbol="BTC/USD", side="buy", qty="0.25", type="limit", limit_price="39000.125", time_in_force="gtc")
+    assert r.status_code == 200 and r.json()["asset_class"] == "crypto"
+
+
+async def test_malformed_body_duplicate_id_and_buying_power(http: httpx.AsyncClient) -> None:
+    r = await http.post("/v2/orders", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and r.json()["code"] == 40010000
+    assert (await order(http, symbol="AAPL", side="buy", qty=1, client_order_id="same")).status_code == 200
+    r = await order(http, symbol="AAPL", side="buy", qty=1, client_order_id="same")
+    assert r.status_code == 422 and r.json() == {"code": 40010001, "message": "client_order_id must be unique"}
+    # 12 000 shares at ~100 is 1.2M against 1M of buying power; 9 000 is fine
+    r = await order(http, symbol="AAPL", side="buy", qty=12_000, type="limit", limit_price="100.00")
+    assert r.status_code == 403 and r.json() == {"code": 40310000, "message": "insufficient buying power"}
+    assert (await order(http, symbol="AAPL", side="buy", qty=9_000, type="limit", limit_price="99.00")).status_code == 200
+    # the resting 9 000 @ 99 reserves 891k: another 2 000 no longer fits
+    r = await order(http, symbol="AAPL", side="buy", qty=2_000, type="limit", limit_price="99.00")
+    assert r.status_code == 403
+
+
+async def test_lookup_and_cancel_errors(http: httpx.AsyncClient) -> None:
+    missing = "7d9f3c1e-0000-4000-8000-000000000000"
+    r = await http.get(f"/v2/orders/{missing}")
+    assert r.status_code == 404 and r.json() == {"code": 40410000, "message": "order not found"}
+    assert (await http.get("/v2/orders/not-a-uuid")).status_code == 422
+    assert (await http.delete(f"/v2/orders/{missing}")).status_code == 404
+    r = await http.get("/v2/orders:by_client_order_id", params={"client_order_id": "nope"})
+    assert r.status_code == 404
+    assert (await http.get("/v2/orders:by_client_order_id")).status_code == 422
+    assert (await http.get("/v2/positions/AAPL")).status_code == 404
+    assert (await http.get("/v2/nothing")).status_code == 404
+    filled = (await order(http, symbol="AAPL", side="buy", qty=1)).json()
+    r = await http.delete(f"/v2/orders/{filled['id']}")
+    assert r.status_code == 422 and r.json() == {"code": 42210000, "message": 'order is already in "filled" state'}
+    for bad in ({"status": "done"}, {"limit": "0"}, {"limit": "501"}, {"direction": "up"}, {"after": "yesterday"}):
+        assert (await http.get("/v2/orders", params=bad)).status_code == 422, bad
+
+
+# --- reads, cancels, listing -----------------------------------------------------------------------
+
+
+async def test_get_by_id_and_client_id_cancel_and_cancel_all(http: httpx.AsyncClient) -> None:
+    resting = []
+    for i in range(3):
+        r = await order(http, symbol="AAPL", side="buy", qty=10, type="limit", limit_price="95.00", client_order_id=f"c{i}")
+        resting.append(r.json())
+    by_id = (await http.get(f"/v2/orders/{resting[0]['id']}")).json()
+    by_coid = (await http.get("/v2/orders:by_client_order_id", params={"client_order_id": "c0"})).json()
+    assert by_id == by_coid
+    r = await http.delete(f"/v2/orders/{resting[0]['id']}")
+    assert r.status_code == 204 and r.content == b""
+    assert (await http.get(f"/v2/orders/{resting[0]['id']}")).json()["status"] == "canceled"
+    r = await http.delete("/v2/orders")
+    assert r.status_code == 207
+    results = r.json()
+    assert sorted(x["id"] for x in results) == sorted(o["id"] for o in resting[1:])
+    assert all(x["status"] == 200 and x["body"]["status"] == "canceled" for x in results)
+    assert (await http.get("/v2/orders")).json() == []
+
+
+async def test_list_orders_filters(http: httpx.AsyncClient) -> None:
+    ids = []
+    for i in range(4):
+        r = await order(http, symbol="AAPL" if i % 2 else "MSFT", side="buy", qty=1, type="limit", limit_price="90.00")
+        ids.append(r.json()["id"])
+        time.sleep(0.002)  # distinct submission microseconds
+    filled = (await order(http, symbol="AAPL", side="buy", qty=1)).json()
+    all_orders = (await http.get("/v2/orders", params={"status": "all"})).json()
+    assert [o["id"] for o in all_orders] == [filled["id"], *reversed(ids)]  # newest first by default
+    asc = (await http.get("/v2/orders", params={"status": "all", "direction": "asc", "limit": 2})).json()
+    assert [o["id"] for o in asc] == ids[:2]
+    assert [o["id"] for o in (await http.get("/v2/orders", params={"status": "closed"})).json()] == [filled["id"]]
+    assert len((await http.get("/v2/orders", params={"symbols": "MSFT"})).json()) == 2
+    after = all_orders[-1]["submitted_at"]  # the oldest: "after" is exclusive
+    later = (await http.get("/v2/orders", params={"status": "all", "after": after})).json()
+    assert ids[0] not in {o["id"] for o in later} and len(later) == 4
+
+
+# --- rate limit and faults ---------------------------------------------------------------------------
+
+
+async def test_rate_limit_headers_and_429() -> None:
+    async with PaperBroker(standard_book(), SimConfig(rate_limit_per_min=3)) as limited:
+        async with httpx.AsyncClient(base_url=limited.base_url, headers=auth_headers()) as http:
+            remaining = []
+            for _ in range(3):
+                r = await http.get("/v2/account")
+                assert r.status_code == 200 and r.headers["X-Ratelimit-Limit"] == "3"
+                remaining.append(int(r.headers["X-Ratelimit-Remaining"]))
+            assert remaining == [2, 1, 0]
+            r = await http.get("/v2/account")
+            assert r.status_code == 429 and r.json()["code"] == 42910000
+            assert int(r.headers["Retry-After"]) >= 1
+            assert int(r.headers["X-Ratelimit-Reset"]) > time.time()
+
+
+async def test_fault_switches(http: httpx.AsyncClient, broker: PaperBroker) -> None:
+    broker.faults.error_next = 1
+    assert (await http.get("/v2/account")).status_code == 503
+    broker.faults.throttle_next = 1
+    r = await http.get("/v2/account")
+    assert r.status_code == 429 and r.headers["Retry-After"] == "1"
+    broker.faults.drop_after_accept = 1
+    with pytest.raises(httpx.RemoteProtocolError):
+        await order(http, symbol="AAPL", side="buy", qty=1, client_order_id="dropped")
+    assert [o["client_order_id"] for o in broker.orders()] == ["dropped"]  # accepted all the same
+    assert (await http.get("/v2/account")).status_code == 200
+
+
+async def test_chunked_request_body_is_read(http: httpx.AsyncClient) -> None:
+    async def body():
+        yield b'{"symbol":"AAPL","side":"buy",'
+        yield b'"qty":"2","type":"market","time_in_force":"day"}'
+
+    r = await http.post("/v2/orders", content=body())
+    assert r.status_code == 200 and r.json()["filled_qty"] == "2"
+
+
+async def test_day_orders_expire_at_end_of_day(http: httpx.AsyncClient, broker: PaperBroker) -> None:
+    day = (await order(http, symbol="AAPL", side="buy", qty=1, type="limit", limit_price="90.00")).json()
+    gtc = (await order(http, symbol="AAPL", side="buy", qty=1, type="limit", limit_price="90.00", time_in_force="gtc")).json()
+    assert broker.expire_day_orders() == 1
+    assert (await http.get(f"/v2/orders/{day['id']}")).json()["status"] == "expired"
+    assert (await http.get(f"/v2/orders/{gtc['id']}")).json()["status"] == "new"
+
+
+# --- the trade_updates stream ----------------------------------------------------------------------
+
+
+async def test_trade_updates_stream_authenticate_listen_and_binary_events(broker: PaperBroker, http: httpx.AsyncClient) -> None:
+    async with websockets.connect(broker.stream_url) as ws:
+        await ws.send(json.dumps({"action": "listen", "data": {"streams": ["trade_updates"]}}))
+        assert json.loads(await ws.recv())["data"]["status"] == "unauthorized"
+        await ws.send(json.dumps({"action": "authenticate", "data": {"key_id": "tickforge-sim", "secret_key": "tickforge-sim-secret"}}))
+        reply = await ws.recv()
+        assert isinstance(reply, bytes)  # Alpaca's trade_updates stream uses binary frames
+        assert json.loads(reply) == {"stream": "authorization", "data": {"action": "authenticate", "status": "authorized"}}
+        await ws.send(json.dumps({"action": "listen", "data": {"streams": ["trade_updates"]}}))
+        assert json.loads(await ws.recv()) == {"stream": "listening", "data": {"streams": ["trade_updates"]}}
+
+        placed = (await order(http, symbol="AAPL", side="buy", qty=150)).json()
+        events = [json.loads(await ws.recv()) for _ in range(3)]
+        assert [e["stream"] for e in events] == ["trade_updates"] * 3
+        assert [e["data"]["event"] for e in events] == ["new", "partial_fill", "fill"]
+        fills = [e["data"] for e in events[1:]]
+        assert [(f["qty"], f["price"], f["position_qty"]) for f in fills] == [("100", "100.01", "100"), ("50", "100.02", "150")]
+        assert fills[0]["execution_id"] != fills[1]["execution_id"]
+        assert fills[1]["order"]["id"] == placed["id"] and fills[1]["order"]["filled_qty"] == "150"
+        assert fills[0]["order"]["filled_qty"] == "100"  # each event carries the order as it was then
+
+
+async def test_trade_updates_rejects_bad_credentials_and_refused_upgrade(broker: PaperBroker) -> None:
+    async with websockets.connect(broker.stream_url) as ws:
+        await ws.send(json.dumps({"action": "authenticate", "data": {"key_id": "tickforge-sim", "secret_key": "nope"}}))
+        assert json.loads(await ws.recv())["data"]["status"] == "unauthorized"
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 2)
+    broker.faults.refuse_streams = True
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        async with websockets.connect(broker.stream_url):
+            pass
+    assert refused.value.response.status_code == 503
+
+
+# --- the official SDK, unmodified --------------------------------------------------------------------
+
+
+async def test_alpaca_py_trading_client_works_against_the_broker(broker: PaperBroker) -> None:
+    from alpaca.trading.client import TradingClient
+    from alpaca.trading.enums import OrderSide, OrderStatus, TimeInForce
+    from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
+
+    def session() -> tuple:
+        client = TradingClient(SIM.key_id.get_secret_value(), SIM.secret_key.get_secret_value(), url_override=broker.base_url)
+        bought = client.submit_order(MarketOrderRequest(symbol="AAPL", qty=120, side=OrderSide.BUY, time_in_force=TimeInForce.DAY))
+        resting = client.submit_order(
+            LimitOrderRequest(symbol="MSFT", qty=5, side=OrderSide.BUY, time_in_force=TimeInForce.GTC, limit_price=390.0, client_order_id="sdk-1")
+        )
+        by_client = client.get_order_by_client_id("sdk-1")
+        positions = client.get_all_positions()
+        account = client.get_account()
+        cancels = client.cancel_orders()
+        return bought, resting, by_client, positions, account, cancels
+
+    bought, resting, by_client, positions, account, cancels = await asyncio.to_thread(session)
+    assert bought.status == OrderStatus.FILLED and float(bought.filled_qty) == 120
+    assert resting.status == OrderStatus.NEW and by_client.id == resting.id
+    assert [(p.symbol, p.qty) for p in positions] == [("AAPL", "120")]
+    assert float(account.cash) == pytest.approx(1_000_000 - (100 * 100.01 + 20 * 100.02))
+    assert [str(c.id) for c in cancels] == [str(resting.id)] and cancels[0].status == 200
