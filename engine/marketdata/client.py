@@ -132,6 +132,7 @@ class StreamClient:
         subscriptions: Mapping[str, Iterable[str]] | None = None,
         symbols: SymbolMap | None = None,
         on_batch: BatchCallback | None = None,
+        on_frame: Callable[[str | bytes, int], None] | None = None,
         auth: Literal["message", "headers"] = "message",
         queue_size: int = 1024,
         open_timeout_s: float = 10.0,
@@ -159,6 +160,7 @@ class StreamClient:
         for name in (s for syms in self._wanted.values() for s in syms if s != "*"):
             self.symbols.add(name)  # stable ids in subscription order, before any data arrives
         self._on_batch = on_batch
+        self._on_frame = on_frame  # raw frames with their receive time (the recorder hooks in here)
         self._async_callback = on_batch is not None and inspect.iscoroutinefunction(on_batch)
         self._queue: asyncio.Queue[DecodedBatch | None] = asyncio.Queue(maxsize=queue_size)
         self._open_timeout_s = open_timeout_s
@@ -416,7 +418,12 @@ class StreamClient:
         deadline = time.monotonic() + self._open_timeout_s
         while True:
             frame = await asyncio.wait_for(ws.recv(), max(deadline - time.monotonic(), 0.0))
-            batch = self.decoder.decode(frame)
+            recv_ns = time.time_ns()
+            if self._on_frame is not None:
+                self._on_frame(frame, recv_ns)
+            batch = self.decoder.decode(frame, recv_ns)
+            self.stats.frames += 1
+            self.stats.messages += batch.n_messages
             for control in batch.controls:
                 if isinstance(control, StreamError):
                     self._on_error(control)
@@ -441,6 +448,8 @@ class StreamClient:
             frame = await ws.recv()
             recv_ns = time.time_ns()
             stats.last_frame_monotonic = time.monotonic()
+            if self._on_frame is not None:
+                self._on_frame(frame, recv_ns)
             batch = decode(frame, recv_ns)
             stats.frames += 1
             stats.messages += batch.n_messages
