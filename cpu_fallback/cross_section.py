@@ -19,11 +19,28 @@ Definitions (shared with the GPU kernels and the tests' numpy reference):
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 from numba import njit, prange
 
+#: below this much work a kernel runs single-threaded: starting the thread team costs more than it
+#: saves, and on a busy host a parallel region can wait milliseconds for a descheduled worker
+PARALLEL_MIN_WORK = 1 << 16
 
-@njit(cache=True, parallel=True)
+
+def _two_builds(impl):
+    """A parallel and a serial compiled kernel from one body (``prange`` is ``range`` in the serial one).
+
+    The serial build is compiled from a renamed copy: numba names its cache files after the function,
+    and both builds of one function would otherwise overwrite each other's cached code.
+    """
+    serial = types.FunctionType(impl.__code__, impl.__globals__, impl.__name__ + "_serial", impl.__defaults__, impl.__closure__)
+    serial.__qualname__ = impl.__qualname__ + "_serial"
+    serial.__module__ = impl.__module__
+    return njit(cache=True, parallel=True)(impl), njit(cache=True)(serial)
+
+
 def _zscore_columns(panel: np.ndarray, out: np.ndarray) -> None:
     n_symbols, n_features = panel.shape
     for f in prange(n_features):
@@ -63,15 +80,17 @@ def _zscore_columns(panel: np.ndarray, out: np.ndarray) -> None:
                 out[i, f] = 0.0
 
 
+_zscore_parallel, _zscore_serial = _two_builds(_zscore_columns)
+
+
 def cross_sectional_zscore(panel: np.ndarray) -> np.ndarray:
     """Z-score of every symbol against the universe, per feature column: ``(symbols, features)`` float64."""
     panel = _as_panel(panel)
     out = np.empty_like(panel)
-    _zscore_columns(panel, out)
+    (_zscore_parallel if panel.size >= PARALLEL_MIN_WORK else _zscore_serial)(panel, out)
     return out
 
 
-@njit(cache=True, parallel=True)
 def _rank_columns(panel: np.ndarray, out: np.ndarray) -> None:
     n_symbols, n_features = panel.shape
     for f in prange(n_features):
@@ -102,15 +121,17 @@ def _rank_columns(panel: np.ndarray, out: np.ndarray) -> None:
             k = end
 
 
+_rank_parallel, _rank_serial = _two_builds(_rank_columns)
+
+
 def cross_sectional_rank(panel: np.ndarray) -> np.ndarray:
     """Average-tie 1-based rank of every symbol within the universe, per feature column."""
     panel = _as_panel(panel)
     out = np.empty_like(panel)
-    _rank_columns(panel, out)
+    (_rank_parallel if panel.size >= PARALLEL_MIN_WORK else _rank_serial)(panel, out)
     return out
 
 
-@njit(cache=True, parallel=True)
 def _beta_corr(returns: np.ndarray, bench_col: int, window: int, beta: np.ndarray, corr: np.ndarray) -> None:
     n_bars, n_symbols = returns.shape
     for j in prange(n_symbols):
@@ -150,13 +171,17 @@ def _beta_corr(returns: np.ndarray, bench_col: int, window: int, beta: np.ndarra
                     corr[t, j] = cxb / np.sqrt(cxx * cbb)
 
 
+_beta_parallel, _beta_serial = _two_builds(_beta_corr)
+
+
 def rolling_beta_corr(returns: np.ndarray, bench_col: int, window: int) -> tuple[np.ndarray, np.ndarray]:
     """Rolling beta and correlation of every symbol to the benchmark column: two ``(bars, symbols)`` arrays."""
     returns = _as_panel(returns)
     bench_col, window = _check_beta_args(returns, bench_col, window)
     beta = np.empty_like(returns)
     corr = np.empty_like(returns)
-    _beta_corr(returns, bench_col, window, beta, corr)
+    kernel = _beta_parallel if returns.size * window >= PARALLEL_MIN_WORK else _beta_serial
+    kernel(returns, bench_col, window, beta, corr)
     return beta, corr
 
 

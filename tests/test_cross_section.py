@@ -159,3 +159,14 @@ def test_rolling_beta_corr_rejects_bad_arguments(gpu):
 def test_cpu_backend_resolves_to_the_fallback_module():
     backend = resolve_backend("cpu")
     assert importlib.import_module(backend.kernels.__name__ + ".cross_section") is cpu
+
+
+def test_parallel_and_serial_builds_agree(monkeypatch):
+    rng = np.random.default_rng(9)
+    panel = _panel(rng, 64, 5)
+    returns = rng.normal(0, 0.01, (30, 8))
+    serial = (cpu.cross_sectional_zscore(panel), cpu.cross_sectional_rank(panel), *cpu.rolling_beta_corr(returns, 0, 10))
+    monkeypatch.setattr(cpu, "PARALLEL_MIN_WORK", 0)  # every call takes the parallel build
+    parallel = (cpu.cross_sectional_zscore(panel), cpu.cross_sectional_rank(panel), *cpu.rolling_beta_corr(returns, 0, 10))
+    for a, b in zip(serial, parallel):
+        np.testing.assert_array_equal(a, b)
