@@ -152,8 +152,18 @@ class LiveConfig(_Frozen):
     backend: Literal["auto", "gpu", "cpu"] = "auto"
     bar_seconds: int = Field(1, ge=1)
     metrics_port: int = Field(0, ge=0, le=65535)  # 0: no metrics endpoint
+    metrics_host: str = "127.0.0.1"  # the control endpoint (POST /halt) has no auth: keep it on loopback
     dashboard: bool = False
     halt_on_strategy_error: bool = False
+    halt_file: str | None = None  # kill switch: trading halts as soon as this file exists
+    # embedded simulator only: the exchange sends frame k+1 after the engine settled frame k
+    # (orders acked, fills booked), so a seed always gives the same fills and P&L
+    lockstep: bool = False
+    frame_messages: int = Field(100, ge=1, le=10_000)  # lock-step frame size
+    max_messages: int = Field(0, ge=0)  # stop after this many market data messages (0: duration only)
+    benchmark_symbol: str = ""  # beta/correlation benchmark; "" = SPY when traded, else the first symbol
+    beta_window: int = Field(20, ge=2, le=10_000)  # bars in the rolling beta/correlation
+    shutdown_timeout_s: float = Field(5.0, gt=0)  # wait this long for cancel acks at shutdown
 
 
 class TickforgeConfig(BaseSettings):

@@ -1,0 +1,1117 @@
+"""The live engine (``tickforge run``): ticks in, orders out, fills booked, on one asyncio event loop.
+
+Data flows one way. Per decoded frame, each stage is one compiled call over the whole frame:
+
+    feed (StreamClient, decodes) -> book (quotes / orderbook deltas) -> bars (trades) -> streaming
+    features (at bar close) -> cross-section over the universe (backend kernels) -> strategy
+    (on_bar, on_book) -> pre-trade risk -> router (REST)          trade_updates -> fills -> P&L -> on_fill
+
+Every frame is stamped at receive, decode, book, features, strategy and risk; an order born from it
+adds send (request handed to the router) and ack (first of the REST answer or the stream's ``new``
+event). ``engine.latency`` turns the stamps into per-stage histograms.
+
+Where it runs:
+
+- No credentials: the embedded exchange and paper broker (``engine.sim.server.SimStack``) on
+  localhost, a synthetic session seeded by ``sim.seed``.
+- Alpaca credentials (config file or ``APCA_API_KEY_ID``/``APCA_API_SECRET_KEY``): Alpaca paper; live
+  trading only with ``alpaca.live = true`` *and* ``allow_live`` (the ``--live`` flag).
+
+Determinism (``LiveConfig.lockstep``, embedded simulator only): the exchange releases frame k+1 only
+after the engine has processed frame k, every order it caused was answered, and every trade_updates
+event the broker emitted so far was booked. Messages carry the market's synthetic clock and risk uses
+event time, so a seed gives the same orders, fills and P&L on any machine. In real-time mode the
+exchange paces by ``sim.messages_per_s`` and orders go out concurrently.
+
+Stops after ``duration_s`` (wall time), after ``max_messages`` market data messages, on SIGINT/SIGTERM
+or ``request_stop()``. Shutdown: no new orders, the strategy's ``on_stop``, every open order cancelled
+(unknown submit outcomes resolved by client_order_id first), acks awaited up to
+``shutdown_timeout_s``, missed fills reconciled, then the summary. The kill switch (``halt``; from
+``POST /halt`` on the metrics port or a file at ``halt_file``) sets risk to HALTED and cancels open
+orders; market data and marks keep flowing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import importlib
+import json
+import logging
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.backend import Backend, resolve_backend
+from engine.config import LiveConfig, SimConfig, TickforgeConfig
+from engine.dashboard import Dashboard, RunView, print_summary
+from engine.errors import InputError, TickforgeError
+from engine.events import (
+    ORDER_LIMIT,
+    ORDER_MARKET,
+    ORDER_STOP,
+    ORDER_STOP_LIMIT,
+    SIDE_BUY,
+    SIDE_SELL,
+    TIF_CLS,
+    TIF_DAY,
+    TIF_FOK,
+    TIF_GTC,
+    TIF_IOC,
+    TIF_OPG,
+)
+from engine.latency import (
+    T_ACK,
+    T_BOOK,
+    T_DECODE,
+    T_FEATURES,
+    T_RISK,
+    T_SEND,
+    T_STRATEGY,
+    LatencyRecorder,
+    now_ns,
+)
+from engine.metrics import LiveCollector, LiveStats, MetricsServer, SymbolRow
+from engine.strategies import (
+    BarClose,
+    CancelIntent,
+    CrossSection,
+    Fill,
+    OpenOrder,
+    OrderIntent,
+    Strategy,
+    StrategyContext,
+    load_strategy,
+)
+
+log = logging.getLogger("tickforge.live")
+
+_ORDER_TYPE_NAMES = {ORDER_MARKET: "market", ORDER_LIMIT: "limit", ORDER_STOP: "stop", ORDER_STOP_LIMIT: "stop_limit"}
+_TIF_NAMES = {TIF_DAY: "day", TIF_GTC: "gtc", TIF_IOC: "ioc", TIF_FOK: "fok", TIF_OPG: "opg", TIF_CLS: "cls"}
+_FINAL_EVENTS = frozenset({"canceled", "expired", "rejected", "done_for_day", "replaced"})
+_ACK_EVENTS = frozenset({"new", "accepted", "pending_new", "fill", "partial_fill"})
+QTY_EPS = 1e-9
+#: universes with more feature cells than this compute the cross-section on a worker thread
+OFFLOAD_CELLS = 200_000
+#: price increments for order prices: cents at or above $1, hundredths of a cent below
+_PRICE_PLACES = (2, 4)
+
+
+@dataclass(frozen=True, slots=True)
+class FillRecord:
+    """One booked execution of one of the engine's orders, in booking order."""
+
+    order_seq: int
+    symbol: str
+    side: int
+    qty: float
+    price: float
+    tag: str
+
+
+@dataclass
+class RunSummary:
+    """What a run did; ``tickforge run`` prints it, tests assert on it."""
+
+    mode: str                           # "sim", "paper" or "live"
+    seed: int | None
+    strategy: str
+    backend: str
+    lockstep: bool
+    elapsed_s: float
+    messages: int
+    stats: LiveStats
+    latency: dict[str, dict[str, float]]
+    rows: list[SymbolRow]
+    fills: list[FillRecord]
+    realized_pnl: float
+    unrealized_pnl: float
+    open_orders_left: int
+    broker_positions: list[dict[str, Any]] | None = None
+    broker_account: dict[str, Any] | None = None
+    error: str = ""
+
+    @property
+    def total_pnl(self) -> float:
+        return self.realized_pnl + self.unrealized_pnl
+
+    def positions(self) -> dict[str, float]:
+        return {r.symbol: r.position for r in self.rows if r.position != 0.0}
+
+    def view(self) -> RunView:
+        title = f"tickforge run: {self.mode}" + (f" seed {self.seed}" if self.seed is not None else "")
+        title += f", strategy {self.strategy}, backend {self.backend}" + (", lock-step" if self.lockstep else "")
+        if self.error:
+            title += f"  [stopped by error: {self.error}]"
+        return RunView(title, self.elapsed_s, self.stats, self.rows, self.latency)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k not in ("rows", "fills")}
+        out["rows"] = [asdict(r) for r in self.rows]
+        out["fills"] = [asdict(f) for f in self.fills]
+        out["total_pnl"] = self.total_pnl
+        return out
+
+
+@dataclass(slots=True)
+class _OrderTrack:
+    """The engine's side of one order: ids, and whether it is still live."""
+
+    seq: int
+    client_order_id: str
+    order: OpenOrder
+    order_id: str | None = None
+    acked: bool = False
+    time_in_force: int = TIF_DAY
+    unknown: bool = False       # submit outcome not known: resolve by client_order_id
+    terminal: bool = False
+    send_done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class CrossSectionStep:
+    """The universe-wide step at each bar close: feature z-scores and ranks, rolling beta/correlation.
+
+    Keeps each symbol's latest feature row and a ring of per-bar returns (a symbol without a bar at a
+    boundary carries its close forward: return 0). The kernels come from the resolved backend.
+    """
+
+    def __init__(self, backend: Backend, n_symbols: int, feature_names: tuple[str, ...], benchmark_id: int, beta_window: int) -> None:
+        self.backend = backend
+        self.kernels = importlib.import_module(backend.kernels.__name__ + ".cross_section")
+        self.feature_names = feature_names
+        self.benchmark_id = int(benchmark_id)
+        self.beta_window = int(beta_window)
+        self.features = np.full((n_symbols, len(feature_names)), np.nan)
+        self.last_close = np.full(n_symbols, np.nan)
+        self._returns = np.full((self.beta_window, n_symbols), np.nan)
+        self._head = 0
+        self.boundaries = 0
+
+    @property
+    def cells(self) -> int:
+        return self.features.size
+
+    def on_boundary(self, symbol_ids: np.ndarray, closes: np.ndarray, feature_rows: np.ndarray) -> None:
+        self.features[symbol_ids] = feature_rows
+        previous = self.last_close
+        current = previous.copy()
+        current[symbol_ids] = closes
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self._returns[self._head] = current / previous - 1.0  # NaN until a symbol has two closes
+        self._head = (self._head + 1) % self.beta_window
+        self.last_close = current
+        self.boundaries += 1
+
+    def inputs(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the panel and of the return window in time order (safe to hand to a thread)."""
+        window = np.roll(self._returns, -self._head, axis=0)
+        return self.features.copy(), window
+
+    def compute(self, features: np.ndarray, window: np.ndarray) -> CrossSection:
+        k = self.kernels
+        zscore = np.asarray(k.cross_sectional_zscore(features))
+        rank = np.asarray(k.cross_sectional_rank(features))
+        beta, corr = k.rolling_beta_corr(window, self.benchmark_id, self.beta_window)
+        return CrossSection(
+            self.feature_names, zscore, rank, np.asarray(beta)[-1], np.asarray(corr)[-1], self.benchmark_id, self.backend.name
+        )
+
+
+class LiveEngine:
+    """The live pipeline. ``await LiveEngine(config).run()`` returns a ``RunSummary``."""
+
+    def __init__(
+        self,
+        config: TickforgeConfig | None = None,
+        *,
+        strategy: Strategy | None = None,
+        allow_live: bool = False,
+        symbols: list[str] | None = None,
+    ) -> None:
+        self.config = config or TickforgeConfig.load()
+        self.live_cfg: LiveConfig = self.config.live
+        alpaca = self.config.alpaca
+        if alpaca.live and not allow_live:
+            raise InputError("alpaca.live is true: live trading also needs the --live flag (allow_live=True)")
+        if allow_live and not alpaca.live:
+            raise InputError("--live given but alpaca.live is false in the configuration; refusing to guess")
+        if allow_live and not alpaca.has_credentials:
+            raise InputError("--live needs Alpaca credentials (APCA_API_KEY_ID / APCA_API_SECRET_KEY)")
+        self.mode = ("live" if alpaca.live else "paper") if alpaca.has_credentials else "sim"
+        if self.live_cfg.lockstep and self.mode != "sim":
+            raise InputError("lock-step runs need the embedded simulator (no Alpaca credentials configured)")
+        self.strategy = strategy if strategy is not None else load_strategy(self.live_cfg.strategy, self.live_cfg.strategy_params)
+        self.strategy_name = getattr(self.strategy, "name", type(self.strategy).__name__)
+        self._symbols_override = symbols
+        self.stats = LiveStats()
+        self.latency = LatencyRecorder()
+        self.fills: list[FillRecord] = []
+        self.error = ""
+        self._orders: dict[int, _OrderTrack] = {}
+        self._by_coid: dict[str, int] = {}
+        self._open: set[int] = set()
+        self._next_seq = 1
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._accepting = True
+        self._stopping = False
+        self._stop_event: asyncio.Event | None = None
+        self._stop_reason = ""
+        self._messages = 0
+        self._started = 0.0
+        self._finished = 0.0
+        self._strategy_error_logs = 0
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._last_grant = 0.0
+        self._frames_since_grant = 0
+        self._signals: list[int] = []
+        self.sim: Any = None
+        self.feed: Any = None
+        self.trade_updates: Any = None
+        self.router: Any = None
+        self.metrics: MetricsServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- public control --------------------------------------------------------------------------
+    @property
+    def lockstep(self) -> bool:
+        return self.live_cfg.lockstep
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """End the run (graceful shutdown follows). Safe to call more than once."""
+        if self._stop_event is not None and not self._stop_event.is_set():
+            self._stop_reason = reason
+            log.info("stopping: %s", reason)
+            self._stop_event.set()
+
+    def halt(self, reason: str = "kill switch") -> None:
+        """Kill switch: deny every new order and cancel the open ones. Market data keeps flowing."""
+        if self.stats.trading_state == "HALTED":
+            return
+        self.risk.halt(reason)
+        self.stats.trading_state = "HALTED"
+        self.stats.halt_reason = reason
+        log.warning("trading HALTED: %s; cancelling %d open orders", reason, len(self._open))
+        if self._loop is not None and not self._loop.is_closed():
+            self._spawn(self._cancel_all_open())
+
+    def halt_threadsafe(self, reason: str) -> None:
+        """``halt`` from another thread (the metrics server); raises once the loop is gone."""
+        loop = self._loop
+        if loop is None or loop.is_closed() or self._stopping:
+            raise RuntimeError("engine is not running")
+        loop.call_soon_threadsafe(self.halt, reason)
+
+    # --- run ------------------------------------------------------------------------------------
+    async def run(self) -> RunSummary:
+        """Start everything, trade until a stop condition, shut down gracefully, return the summary."""
+        self._stop_event = asyncio.Event()
+        try:
+            await self.start()
+            await self._wait_for_stop()
+        except (TickforgeError, OSError) as exc:
+            self.error = str(exc)
+            raise
+        finally:
+            await self.shutdown()
+        return await self.summary()
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self._stop_event is None:
+            self._stop_event = asyncio.Event()
+        cfg = self.config
+        live = self.live_cfg
+        self.backend = resolve_backend(live.backend)
+        key_id, secret_key, trading_url, feed_url = await self._connect_venue()
+        self._build_pipeline()
+        self._warm_up()
+
+        from engine.execution.client import AlpacaRestClient  # noqa: PLC0415 - the network stack loads on run
+        from engine.execution.router import OrderRouter  # noqa: PLC0415
+        from engine.execution.trade_updates import TradeUpdatesStream  # noqa: PLC0415
+        from engine.marketdata.client import StreamClient  # noqa: PLC0415
+
+        client = AlpacaRestClient(trading_url, key_id, secret_key, cfg.execution)
+        self.router = OrderRouter(client, cfg.execution, quotes=self._quote_of)
+        self.trade_updates = TradeUpdatesStream(
+            client, state=self.router.state, on_fill=self._on_fill, on_event=self._on_event,
+            retry=self.router.retry, healthy_after_s=cfg.feed.healthy_after_s,
+        )
+        await self.trade_updates.start()
+        await self.trade_updates.wait_connected(timeout=15.0)
+
+        if live.metrics_port:
+            collector = LiveCollector(self.stats, self.latency, self.symbol_rows)
+            self.metrics = MetricsServer(collector, self.halt_threadsafe, live.metrics_host, live.metrics_port, status=self.status)
+            self.metrics.start()
+
+        channels = ["trades", "quotes"] + (["bars"] if self.mode == "sim" else [])
+        feed_cfg = cfg.feed if self.mode != "sim" else cfg.feed.model_copy(update={"symbols": tuple(self.universe)})
+        self.feed = StreamClient(
+            feed_url, key_id=key_id, secret_key=secret_key, feed=feed_cfg,
+            subscriptions={c: self.universe for c in channels}, symbols=self.symbol_map, on_batch=self._on_batch,
+            seed=cfg.sim.seed if self.mode == "sim" else None,
+        )
+        self.strategy_ctx_start()
+        self._started = time.monotonic()
+        await self.feed.connect(timeout=15.0)
+        if self.lockstep:
+            self._grant()
+            self._spawn(self._lockstep_watchdog())
+        if live.halt_file:
+            self._spawn(self._watch_halt_file(Path(live.halt_file)))
+        self._spawn(self._watch_feed())
+        self._install_signal_handlers()
+        log.info(
+            "live engine running: %s, %d symbols, strategy %s, backend %s%s",
+            self.mode, len(self.universe), self.strategy_name, self.backend.name, ", lock-step" if self.lockstep else "",
+        )
+
+    async def _connect_venue(self) -> tuple[Any, Any, str, str]:
+        cfg = self.config
+        if self.mode == "sim":
+            from engine.sim.server import SimStack  # noqa: PLC0415
+
+            frame = self.live_cfg.frame_messages if self.lockstep else None
+            self.sim = SimStack(cfg.sim, symbols=self._symbols_override, lockstep_frame_messages=frame)
+            await self.sim.start()
+            self.universe = list(self.sim.symbols)
+            return cfg.sim.key_id, cfg.sim.secret_key, self.sim.trading_url, self.sim.feed_url
+        from engine.marketdata.client import stream_url  # noqa: PLC0415
+
+        universe = list(self._symbols_override or cfg.feed.symbols)
+        if not universe:
+            raise InputError("no symbols to trade: set feed.symbols in the config (or TICKFORGE_FEED__SYMBOLS)")
+        self.universe = universe
+        alpaca = cfg.alpaca
+        return alpaca.key_id, alpaca.secret_key, alpaca.base_trading_url, stream_url(alpaca, "stocks")
+
+    def _build_pipeline(self) -> None:
+        from engine.bars import BarAggregator  # noqa: PLC0415
+        from engine.book import TOB_DTYPE, BookManager  # noqa: PLC0415
+        from engine.features import DEFAULT_MACD, DEFAULT_WINDOWS, StreamingFeatures  # noqa: PLC0415
+        from engine.marketdata.symbols import SymbolMap  # noqa: PLC0415
+        from engine.risk.engine import RiskEngine  # noqa: PLC0415
+        from engine.risk.pnl import PnlTracker  # noqa: PLC0415
+
+        n = len(self.universe)
+        self.symbol_map = SymbolMap(self.universe, mode="strict")
+        # prices as ticks of 1/100 cent: exact for sub-dollar stocks as well as for cents
+        self.book = BookManager(n, 0.0001)
+        self._tob_dtype = TOB_DTYPE
+        self._tob_buf = np.zeros(1024, dtype=TOB_DTYPE)
+        self.bars = BarAggregator(n, [self.live_cfg.bar_seconds])
+        windows = tuple(getattr(self.strategy, "feature_windows", ()) or DEFAULT_WINDOWS)
+        windows = tuple(w for w in windows if w >= 2) or DEFAULT_WINDOWS
+        self.features = StreamingFeatures(windows, DEFAULT_MACD, n)
+        tracker = PnlTracker.from_config(self.config.risk, self.symbol_map)
+        self.risk = RiskEngine(self.config.risk, tracker)
+        self.stats.trading_state = self.risk.state
+        bench_name = self.live_cfg.benchmark_symbol or ("SPY" if "SPY" in self.universe else self.universe[0])
+        if bench_name not in self.universe:
+            raise InputError(f"benchmark symbol {bench_name!r} is not in the traded universe")
+        self.cross_section = CrossSectionStep(
+            self.backend, n, tuple(self.features.names), self.universe.index(bench_name), self.live_cfg.beta_window
+        )
+        self._offload = self.backend.is_gpu or self.cross_section.cells > OFFLOAD_CELLS
+        if self._offload:
+            self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tickforge-cross-section")
+        self.ctx = StrategyContext(self.universe)
+
+    def _warm_up(self) -> None:
+        """Compile (or load from cache) every kernel before the first frame, so latency is steady."""
+        from engine.events import QUOTE_DTYPE, TRADE_DTYPE  # noqa: PLC0415
+
+        self.book.apply_quotes(np.zeros(0, dtype=QUOTE_DTYPE), self._tob_buf[:0])
+        self.bars.add_trades(np.zeros(0, dtype=TRADE_DTYPE))
+        self.bars.flush(0)
+        from engine.features import StreamingFeatures  # noqa: PLC0415
+
+        scratch = StreamingFeatures(self.features.windows, self.features.macd, 1)
+        scratch.update(0, 1.0, 1.0, 1.0, 1.0, 1.0)
+        n = min(3, len(self.universe))
+        k = self.cross_section.kernels
+        k.cross_sectional_zscore(np.ones((n, 2)))
+        k.cross_sectional_rank(np.ones((n, 2)))
+        k.rolling_beta_corr(np.ones((3, n)), 0, 2)
+        self.latency.record_frame()
+
+    def strategy_ctx_start(self) -> None:
+        try:
+            if hasattr(self.strategy, "on_start"):
+                self.strategy.on_start(self.ctx)
+        except Exception as exc:
+            raise InputError(f"strategy {self.strategy_name} failed to start: {type(exc).__name__}: {exc}") from exc
+
+    async def _wait_for_stop(self) -> None:
+        assert self._stop_event is not None
+        try:
+            await asyncio.wait_for(self._stop_event.wait(), self.live_cfg.duration_s)
+        except TimeoutError:
+            self._stop_reason = f"duration {self.live_cfg.duration_s:g} s reached"
+        log.info("run ending: %s", self._stop_reason)
+
+    # --- the per-frame pipeline -------------------------------------------------------------------
+    async def _on_batch(self, batch: Any) -> None:
+        """One decoded frame from the feed. Never raises: a bad frame is a counted drop."""
+        if self._stopping:
+            return
+        self._frames_since_grant += 1
+        try:
+            if self.lockstep:
+                await self._settle_broker_events()
+            actions, pending_bars = self._process_frame(batch)
+            if pending_bars:
+                if self.lockstep:
+                    actions += await self._finish_bar_closes(pending_bars, batch.recv_ns)
+                else:
+                    self._spawn(self._finish_and_send(pending_bars, batch.recv_ns))
+            await self._dispatch(actions)
+        except Exception:
+            LiveStats.bump(self.stats.drops, "engine_error")
+            log.exception("live engine: frame processing failed; frame dropped, engine continues")
+        if self.live_cfg.max_messages and self._messages >= self.live_cfg.max_messages:
+            self.request_stop(f"max_messages {self.live_cfg.max_messages} reached")
+            return
+        if self.lockstep and not self._stopping:
+            await self._settle_broker_events()
+            self._grant()
+
+    def _process_frame(self, batch: Any) -> tuple[list[tuple[str, int]], list[Any]]:
+        lat = self.latency
+        stamps = lat.begin_frame(batch.recv_ns)
+        stamps[T_DECODE] = now_ns()
+        stats = self.stats
+        stats.frames += 1
+        self._messages += batch.n_messages
+        for kind, n in (("trade", len(batch.trades)), ("quote", len(batch.quotes)), ("bar", len(batch.bars)),
+                        ("book", batch.n_book_messages)):
+            if n:
+                stats.messages[kind] = stats.messages.get(kind, 0) + n
+        for drop in batch.drops:
+            LiveStats.bump(stats.drops, drop.reason)
+        event_ns = batch.last_ts_ns or batch.recv_ns
+        ctx = self.ctx
+        ctx.now_ns = event_ns
+
+        changed = self._apply_book(batch)
+        stamps[T_BOOK] = now_ns()
+
+        closes, pending = self._apply_trades(batch.trades, event_ns)
+        if closes or pending or len(batch.trades):
+            stamps[T_FEATURES] = now_ns()
+
+        intents: list[Any] = []
+        for bar_close in closes:
+            intents += self._call_strategy("on_bar", bar_close)
+        if len(changed):
+            intents += self._call_strategy("on_book", changed)
+        stamps[T_STRATEGY] = now_ns()
+        actions = self._decide(intents, event_ns)
+        lat.record_frame()
+        return actions, pending
+
+    def _apply_book(self, batch: Any) -> np.ndarray:
+        quotes, deltas = batch.quotes, batch.book_deltas
+        if not len(quotes) and not len(deltas):
+            return np.zeros(0, dtype=np.int32)
+        parts = []
+        for events, apply in ((quotes, self.book.apply_quotes), (deltas, self.book.apply_deltas)):
+            n = len(events)
+            if not n:
+                continue
+            if n > len(self._tob_buf):
+                self._tob_buf = np.zeros(max(n, 2 * len(self._tob_buf)), dtype=self._tob_dtype)
+            tob = self._tob_buf[:n]
+            result = apply(events, tob)
+            if result.dropped:
+                LiveStats.bump(self.stats.drops, "book_rejected", int(result.dropped))
+            ids = events["symbol_id"]
+            # rows are in event order, so for a symbol quoted twice the later row wins the assignment
+            ctx = self.ctx
+            ctx.best_bid_price[ids] = tob["best_bid_price"]
+            ctx.best_ask_price[ids] = tob["best_ask_price"]
+            ctx.best_bid_size[ids] = tob["best_bid_size"]
+            ctx.best_ask_size[ids] = tob["best_ask_size"]
+            parts.append(ids)
+        changed = np.unique(np.concatenate(parts)) if len(parts) > 1 else np.unique(parts[0])
+        mids = 0.5 * (self.ctx.best_bid_price[changed] + self.ctx.best_ask_price[changed])
+        ok = np.isfinite(mids) & (mids > 0)
+        if ok.any():
+            self.risk.update_marks(changed[ok].astype(np.int64), mids[ok])
+        return changed
+
+    def _apply_trades(self, trades: np.ndarray, event_ns: int) -> tuple[list[BarClose], list[Any]]:
+        """Fold trades into bars; at each closed boundary update features and the cross-section."""
+        closed = self.bars.add_trades(trades).bars if len(trades) else None
+        flushed = self.bars.flush(event_ns).bars
+        if closed is not None and len(closed):
+            bars = np.concatenate([closed, flushed]) if len(flushed) else closed
+        else:
+            bars = flushed
+        if not len(bars):
+            return [], []
+        closes: list[BarClose] = []
+        pending: list[Any] = []
+        for ts in np.unique(bars["ts_ns"]):
+            group = bars[bars["ts_ns"] == ts]
+            ids = group["symbol_id"].astype(np.int64)
+            rows = self.features.update_batch(ids, group["open"], group["high"], group["low"], group["close"], group["volume"], group["vwap"])
+            self.cross_section.on_boundary(ids, group["close"], rows)
+            self.stats.bar_closes += 1
+            bar_close = BarClose(
+                int(ts), ids.astype(np.int32), group["open"].copy(), group["high"].copy(), group["low"].copy(),
+                group["close"].copy(), group["volume"].copy(), rows, tuple(self.features.names),
+            )
+            if self._offload:
+                pending.append((bar_close, self.cross_section.inputs()))
+            else:
+                cs = self.cross_section.compute(*self.cross_section.inputs())
+                self.stats.cross_section_steps += 1
+                closes.append(_with_cross_section(bar_close, cs))
+        return closes, pending
+
+    async def _finish_bar_closes(self, pending: list[Any], recv_ns: int) -> list[tuple[str, int]]:
+        """Cross-sections computed on the worker thread, then ``on_bar`` and risk on the loop."""
+        loop = asyncio.get_running_loop()
+        actions: list[tuple[str, int]] = []
+        for bar_close, (features, window) in pending:
+            cs = await loop.run_in_executor(self._pool, self.cross_section.compute, features, window)
+            self.stats.cross_section_steps += 1
+            if self._stopping:
+                break
+            stamps = self.latency.begin_frame(recv_ns)
+            stamps[T_FEATURES] = now_ns()
+            intents = self._call_strategy("on_bar", _with_cross_section(bar_close, cs))
+            stamps[T_STRATEGY] = now_ns()
+            actions += self._decide(intents, self.ctx.now_ns)
+        return actions
+
+    async def _finish_and_send(self, pending: list[Any], recv_ns: int) -> None:
+        await self._dispatch(await self._finish_bar_closes(pending, recv_ns))
+
+    # --- strategy, risk, orders -------------------------------------------------------------------
+    def _call_strategy(self, handler: str, *args: Any) -> list[Any]:
+        method = getattr(self.strategy, handler, None)
+        if method is None:
+            return []
+        try:
+            out = method(self.ctx, *args)
+            return list(out) if out else []
+        except Exception as exc:
+            self.stats.strategy_errors += 1
+            if self._strategy_error_logs < 5:
+                self._strategy_error_logs += 1
+                log.exception("strategy %s.%s raised; its output is dropped", self.strategy_name, handler)
+            if self.live_cfg.halt_on_strategy_error:
+                self.halt(f"strategy error in {handler}: {type(exc).__name__}")
+            return []
+
+    def _decide(self, intents: list[Any], event_ns: int) -> list[tuple[str, int]]:
+        """Risk-check the strategy's intents in order; returns the actions to dispatch."""
+        actions: list[tuple[str, int]] = []
+        approved: list[int] = []
+        risk_ts = event_ns if self.lockstep else 0  # lock-step: the rate window runs on event time
+        n = len(self.universe)
+        for intent in intents:
+            if isinstance(intent, CancelIntent):
+                if intent.order_seq in self._open:
+                    actions.append(("cancel", intent.order_seq))
+                continue
+            if not isinstance(intent, OrderIntent):
+                LiveStats.bump(self.stats.drops, "bad_intent")
+                continue
+            if not self._accepting:
+                LiveStats.bump(self.stats.denials, "SHUTTING_DOWN")
+                continue
+            sid = int(intent.symbol_id)
+            if not 0 <= sid < n:
+                LiveStats.bump(self.stats.denials, "UNKNOWN_SYMBOL")
+                continue
+            code = self.risk.check(sid, int(intent.side), float(intent.qty), float(intent.limit_price), int(intent.order_type), ts_ns=risk_ts)
+            if code:
+                from engine.risk.codes import denial_name  # noqa: PLC0415 - cheap, cached after the first
+
+                LiveStats.bump(self.stats.denials, denial_name(code))
+                if self.risk.state == "HALTED" and self.stats.trading_state != "HALTED":
+                    self.stats.trading_state = "HALTED"
+                    self.stats.halt_reason = self.stats.halt_reason or "risk: daily loss limit"
+                continue
+            seq = self._next_seq
+            self._next_seq += 1
+            order = OpenOrder(seq, sid, int(intent.side), float(intent.qty), int(intent.order_type), float(intent.limit_price), intent.tag)
+            coid = self.router.ids.next()
+            self._orders[seq] = _OrderTrack(seq, coid, order, time_in_force=int(intent.time_in_force))
+            self._by_coid[coid] = seq
+            self._open.add(seq)
+            self.ctx.open_orders[seq] = order
+            approved.append(seq)
+            actions.append(("send", seq))
+        self.latency.frame_stamps[T_RISK] = now_ns()
+        for seq in approved:
+            self.latency.open_chain(seq)
+        return actions
+
+    async def _dispatch(self, actions: list[tuple[str, int]]) -> None:
+        if not actions:
+            return
+        if self.lockstep:
+            for kind, seq in actions:  # one at a time: the broker sees them in decision order
+                await (self._send(seq) if kind == "send" else self._cancel(seq))
+        else:
+            for kind, seq in actions:
+                self._spawn(self._send(seq) if kind == "send" else self._cancel(seq))
+
+    def _request(self, track: _OrderTrack) -> Any:
+        from engine.execution.models import OrderRequest  # noqa: PLC0415
+
+        o = track.order
+        fields: dict[str, Any] = {
+            "symbol": self.universe[o.symbol_id],
+            "side": "buy" if o.side == SIDE_BUY else "sell",
+            "type": _ORDER_TYPE_NAMES.get(o.order_type, "market"),
+            "time_in_force": _TIF_NAMES.get(track.time_in_force, "day"),
+            "qty": Decimal(repr(o.qty)),
+            "client_order_id": track.client_order_id,
+        }
+        if o.order_type in (ORDER_LIMIT, ORDER_STOP_LIMIT):
+            fields["limit_price"] = _price(o.limit_price)
+        return OrderRequest(**fields)
+
+    async def _send(self, seq: int) -> None:
+        from engine.execution.errors import ApiError, SlippageRejected, SubmitFailed, UnknownOrderOutcome  # noqa: PLC0415
+
+        track = self._orders[seq]
+        side = "buy" if track.order.side == SIDE_BUY else "sell"
+        try:
+            request = self._request(track)
+            self.latency.stamp(seq, T_SEND)
+            LiveStats.bump(self.stats.orders, side)
+            order = await self.router.submit(request)
+        except SlippageRejected:
+            LiveStats.bump(self.stats.denials, "SLIPPAGE_BAND")
+            self._finalize(seq)
+        except UnknownOrderOutcome as exc:
+            self.stats.orders_unknown += 1
+            track.unknown = True
+            log.warning("order %s: %s", track.client_order_id, exc)
+        except (ApiError, SubmitFailed, ValueError) as exc:
+            self.stats.orders_rejected += 1
+            log.warning("order %s rejected: %s", track.client_order_id, exc)
+            self._finalize(seq)
+        except Exception:
+            self.stats.orders_rejected += 1
+            log.exception("order %s: submit failed unexpectedly", track.client_order_id)
+            self._finalize(seq)
+        else:
+            self._on_ack(track, order)
+        finally:
+            track.send_done.set()
+
+    def _on_ack(self, track: _OrderTrack, order: Any) -> None:
+        self.latency.stamp(track.seq, T_ACK)
+        if not track.acked:
+            track.acked = True
+            self.stats.orders_acked += 1
+        track.unknown = False
+        if order is not None and getattr(order, "id", None):
+            track.order_id = order.id
+            if order.status in _FINAL_EVENTS:
+                self._finalize(track.seq)
+            elif track.order.cancel_requested and not track.terminal:
+                self._spawn(self._cancel(track.seq))
+
+    async def _cancel(self, seq: int) -> None:
+        from engine.execution.errors import ApiError, NotFound, Unprocessable  # noqa: PLC0415
+
+        track = self._orders.get(seq)
+        if track is None or track.terminal:
+            return
+        track.order.cancel_requested = True
+        if track.order_id is None:
+            return  # not acked yet: the ack sends the cancel
+        self.stats.cancels += 1
+        try:
+            await self.router.cancel(track.order_id)
+        except (NotFound, Unprocessable):
+            pass  # already filled or cancelled: its final event settles the books
+        except ApiError as exc:
+            log.warning("cancel of %s failed: %s", track.client_order_id, exc)
+        except Exception:
+            log.exception("cancel of %s failed", track.client_order_id)
+
+    def _finalize(self, seq: int) -> None:
+        """An order is done: give back its unfilled quantity to risk, drop it from the open set."""
+        track = self._orders.get(seq)
+        if track is None or track.terminal:
+            return
+        track.terminal = True
+        o = track.order
+        remaining = o.qty - o.filled_qty
+        if remaining > QTY_EPS:
+            self.risk.release(o.symbol_id, o.side, remaining)
+        self._open.discard(seq)
+        self.ctx.open_orders.pop(seq, None)
+
+    # --- trade_updates ----------------------------------------------------------------------------
+    async def _on_fill(self, symbol: str, side: int, qty: float, price: float, exec_id: str, ts_ns: int, order: Any) -> None:
+        sid = self.symbol_map.get(symbol)
+        if sid is None:
+            LiveStats.bump(self.stats.drops, "fill_unknown_symbol")
+            log.warning("fill for %s, which this engine does not trade; not booked", symbol)
+            return
+        self.risk.apply_fill(sid, side, qty, price, exec_id=exec_id, ts_ns=ts_ns)
+        self.ctx.position[sid] = self.risk.tracker.qty(sid)
+        self.stats.fills += 1
+        self.stats.filled_qty += qty
+        seq = self._by_coid.get(getattr(order, "client_order_id", "") or "")
+        if seq is None:
+            return  # another client's order on the same account: positions count it, the strategy does not
+        track = self._orders[seq]
+        self._on_ack(track, None)
+        track.order.filled_qty += qty
+        self.fills.append(FillRecord(seq, symbol, side, qty, price, track.order.tag))
+        if track.order.filled_qty >= track.order.qty - QTY_EPS:
+            self._finalize(seq)
+        if not self._accepting:
+            return
+        stamps = self.latency.begin_frame(now_ns())
+        intents = self._call_strategy("on_fill", Fill(sid, side, qty, price, seq, ts_ns, track.order.tag))
+        stamps[T_STRATEGY] = now_ns()
+        await self._dispatch(self._decide(intents, self.ctx.now_ns))
+
+    async def _on_event(self, update: Any) -> None:
+        seq = self._by_coid.get(update.order.client_order_id)
+        if seq is None:
+            return
+        track = self._orders[seq]
+        if update.event in _ACK_EVENTS:
+            self._on_ack(track, update.order)
+        if update.event in _FINAL_EVENTS:
+            if update.event == "rejected":
+                self.stats.orders_rejected += 1
+            self._finalize(seq)
+        elif update.order.status == "filled" and track.order.filled_qty >= track.order.qty - QTY_EPS:
+            self._finalize(seq)
+
+    def _quote_of(self, symbol: str) -> tuple[float, float] | None:
+        sid = self.symbol_map.get(symbol)
+        if sid is None:
+            return None
+        bid, ask = self.ctx.best_bid_price[sid], self.ctx.best_ask_price[sid]
+        return (float(bid), float(ask)) if bid > 0 and ask > 0 else None
+
+    # --- lock-step --------------------------------------------------------------------------------
+    def _grant(self) -> None:
+        self._frames_since_grant = 0
+        self._last_grant = time.monotonic()
+        self.sim.grant()
+
+    async def _settle_broker_events(self, timeout_s: float = 5.0) -> None:
+        """Wait until every trade_updates event the broker emitted so far has been booked here."""
+        broker_stats, tu_stats = self.sim.broker.stats, self.trade_updates.stats
+        deadline = time.monotonic() + timeout_s
+        spins = 0
+        while tu_stats["events"] + tu_stats["dropped"] < broker_stats["events"]:
+            if time.monotonic() > deadline:
+                LiveStats.bump(self.stats.drops, "lockstep_settle_timeout")
+                log.warning("lock-step: trade_updates behind the broker after %.1f s; going on", timeout_s)
+                return
+            spins += 1
+            await asyncio.sleep(0 if spins < 50 else 0.0005)
+
+    async def _lockstep_watchdog(self) -> None:
+        """Re-grant when a released frame never arrived (feed restart, all messages filtered)."""
+        while not self._stopping:
+            await asyncio.sleep(0.25)
+            gate = self.sim.lockstep
+            if self._frames_since_grant == 0 and gate.credit == 0 and time.monotonic() - self._last_grant > 1.0:
+                LiveStats.bump(self.stats.drops, "lockstep_regrant")
+                log.info("lock-step: frame released but not received; granting the next one")
+                self._grant()
+
+    # --- watchers, signals -----------------------------------------------------------------------
+    async def _watch_halt_file(self, path: Path) -> None:
+        while not self._stopping:
+            if path.exists():
+                self.halt(f"halt file {path} present")
+                return
+            await asyncio.sleep(0.2)
+
+    async def _watch_feed(self) -> None:
+        """A feed that gave up (bad credentials, plan limits) ends the run with its error."""
+        from engine.marketdata.client import FAILED  # noqa: PLC0415
+
+        last_reconnects = 0
+        while not self._stopping:
+            await asyncio.sleep(0.1)
+            feed = self.feed
+            if feed is None:
+                continue
+            if feed.stats.reconnects != last_reconnects:
+                self.stats.reconnects += feed.stats.reconnects - last_reconnects
+                last_reconnects = feed.stats.reconnects
+            if feed.stats.state == FAILED:
+                self.error = feed.stats.last_error or "market data stream failed"
+                self.request_stop(f"market data stream failed: {self.error}")
+                return
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.request_stop, f"signal {signal.Signals(sig).name}")
+                self._signals.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass  # not the main thread: the caller stops us with request_stop()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("live engine task failed", exc_info=task.exception())
+
+    # --- shutdown ---------------------------------------------------------------------------------
+    async def _cancel_all_open(self) -> None:
+        for seq in sorted(self._open):
+            track = self._orders[seq]
+            if track.unknown:
+                await self._resolve_unknown(track)
+            if not track.terminal:
+                await self._cancel(seq)
+
+    async def _resolve_unknown(self, track: _OrderTrack) -> None:
+        try:
+            order = await self.router.resolve(track.client_order_id)
+        except Exception as exc:
+            log.warning("order %s: outcome still unknown at shutdown (%s)", track.client_order_id, exc)
+            return
+        if order is None:
+            self._finalize(track.seq)  # never created: nothing to cancel, quantity back to risk
+        else:
+            self._on_ack(track, order)
+
+    async def shutdown(self) -> None:
+        """Stop new orders, cancel open ones, wait for their acks, reconcile fills, stop everything."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._accepting = False
+        self._finished = time.monotonic()
+        loop = asyncio.get_running_loop()
+        for sig in self._signals:
+            loop.remove_signal_handler(sig)
+        self._signals.clear()
+        if self.feed is not None:
+            with contextlib.suppress(Exception):
+                await self.feed.disconnect()
+        if hasattr(self, "ctx"):
+            with contextlib.suppress(Exception):
+                if hasattr(self.strategy, "on_stop"):
+                    self.strategy.on_stop(self.ctx)
+        timeout = self.live_cfg.shutdown_timeout_s
+        if self.router is not None:
+            sends = [t.send_done.wait() for t in self._orders.values() if not t.send_done.is_set()]
+            if sends:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.gather(*sends), timeout)
+            await self._cancel_all_open()
+            deadline = time.monotonic() + timeout
+            while self._open and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            if self.trade_updates is not None and self.trade_updates.connected.is_set():
+                with contextlib.suppress(Exception):
+                    await self.trade_updates.reconcile()
+            for seq in sorted(self._open):
+                log.warning("order %s still open after shutdown", self._orders[seq].client_order_id)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.metrics is not None:
+            self.metrics.stop()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    async def summary(self) -> RunSummary:
+        broker_positions = broker_account = None
+        if self.router is not None:
+            try:
+                broker_positions = [p.model_dump(mode="json") for p in await self.router.positions()]
+                broker_account = (await self.router.account()).model_dump(mode="json")
+            except Exception as exc:
+                log.warning("could not read the broker's positions and account: %s", exc)
+        await self._close_connections()
+        rows = self.symbol_rows(all_symbols=True)
+        realized = sum(r.realized_pnl for r in rows)
+        unrealized = sum(r.unrealized_pnl for r in rows)
+        return RunSummary(
+            self.mode, self.config.sim.seed if self.mode == "sim" else None, self.strategy_name,
+            self.backend.name if hasattr(self, "backend") else "?", self.lockstep,
+            (self._finished or time.monotonic()) - (self._started or time.monotonic()), self._messages, self.stats,
+            self.latency.summary(), [r for r in rows if r.position or r.realized_pnl or r.unrealized_pnl], list(self.fills),
+            realized, unrealized, len(self._open), broker_positions, broker_account, self.error,
+        )
+
+    async def _close_connections(self) -> None:
+        if self.trade_updates is not None:
+            with contextlib.suppress(Exception):
+                await self.trade_updates.stop()
+            self.trade_updates = None
+        if self.router is not None:
+            with contextlib.suppress(Exception):
+                await self.router.aclose()
+        if self.sim is not None:
+            await self.sim.stop()
+
+    # --- views ------------------------------------------------------------------------------------
+    def symbol_rows(self, all_symbols: bool = False) -> list[SymbolRow]:
+        if not hasattr(self, "risk"):
+            return []
+        tracker = self.risk.tracker
+        ctx = self.ctx
+        rows = []
+        for sid, name in enumerate(self.universe):
+            p = tracker.position(sid)
+            if not all_symbols and len(self.universe) > 50 and not (p.qty or p.realized_pnl):
+                continue
+            unrealized = p.unrealized_pnl if math.isfinite(p.unrealized_pnl) else 0.0
+            rows.append(SymbolRow(name, float(ctx.best_bid_price[sid]), float(ctx.best_ask_price[sid]), p.qty,
+                                  p.avg_entry_price, p.realized_pnl, unrealized))
+        return rows
+
+    def status(self) -> dict[str, object]:
+        return {**self.stats.as_dict(), "mode": self.mode, "messages_total": self._messages, "open_orders": len(self._open)}
+
+    def view(self) -> RunView:
+        elapsed = time.monotonic() - self._started if self._started else 0.0
+        title = f"tickforge run: {self.mode}, strategy {self.strategy_name}"
+        return RunView(title, elapsed, self.stats, self.symbol_rows(), self.latency.summary())
+
+
+def _with_cross_section(bar_close: BarClose, cs: CrossSection) -> BarClose:
+    return BarClose(bar_close.ts_ns, bar_close.symbol_ids, bar_close.open, bar_close.high, bar_close.low, bar_close.close,
+                    bar_close.volume, bar_close.features, bar_close.feature_names, cs)
+
+
+def _price(value: float) -> Decimal:
+    places = _PRICE_PLACES[0] if value >= 1.0 else _PRICE_PLACES[1]
+    return Decimal(f"{value:.{places}f}")
+
+
+# --- the ``tickforge run`` command -------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="PATH", help="TOML config file (credentials may also come from APCA_API_KEY_ID / APCA_API_SECRET_KEY)")
+    parser.add_argument("--strategy", help="strategy class as a dotted path, or ma_rsi / market_maker (default: live.strategy)")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="strategy parameter (repeatable)")
+    parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long (default: live.duration_s)")
+    parser.add_argument("--max-messages", type=int, metavar="N", help="stop after N market data messages")
+    parser.add_argument("--backend", choices=["auto", "gpu", "cpu"], help="cross-section kernels (default: live.backend)")
+    parser.add_argument("--seed", type=int, help="synthetic session seed (embedded simulator)")
+    parser.add_argument("--symbols", type=int, metavar="N", help="synthetic universe size (embedded simulator)")
+    parser.add_argument("--rate", type=float, metavar="MSG_PER_S", help="synthetic messages per second (real-time mode)")
+    parser.add_argument("--lockstep", action="store_true", default=None, help="deterministic lock-step session (embedded simulator)")
+    parser.add_argument("--metrics-port", type=int, metavar="PORT", help="serve /metrics, /status and POST /halt here")
+    parser.add_argument("--dashboard", action="store_true", default=None, help="live terminal dashboard")
+    parser.add_argument("--halt-file", metavar="PATH", help="kill switch: trading halts when this file appears")
+    parser.add_argument("--summary-json", metavar="PATH", help="also write the run summary as JSON")
+    parser.add_argument("--live", action="store_true", help="allow real-money trading (also needs alpaca.live = true)")
+
+
+def _parse_params(items: list[str]) -> dict[str, float | int | str | bool]:
+    params: dict[str, float | int | str | bool] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--param expects KEY=VALUE, got {item!r}")
+        value: float | int | str | bool
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        else:
+            try:
+                value = int(raw)
+            except ValueError:
+                try:
+                    value = float(raw)
+                except ValueError:
+                    value = raw
+        params[key.strip()] = value
+    return params
+
+
+def config_from_args(args: argparse.Namespace) -> TickforgeConfig:
+    """The configuration file and environment, with the command line on top."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    base = TickforgeConfig.load(getattr(args, "config", None))
+    live_updates: dict[str, Any] = {}
+    for attr, key in (("strategy", "strategy"), ("duration", "duration_s"), ("max_messages", "max_messages"),
+                      ("backend", "backend"), ("lockstep", "lockstep"), ("metrics_port", "metrics_port"),
+                      ("dashboard", "dashboard"), ("halt_file", "halt_file")):
+        value = getattr(args, attr, None)
+        if value is not None:
+            live_updates[key] = value
+    params = _parse_params(getattr(args, "param", []) or [])
+    if params:
+        live_updates["strategy_params"] = {**base.live.strategy_params, **params}
+    sim_updates = {k: v for k, v in (("seed", getattr(args, "seed", None)), ("n_symbols", getattr(args, "symbols", None)),
+                                      ("messages_per_s", getattr(args, "rate", None))) if v is not None}
+    try:
+        live = LiveConfig(**{**base.live.model_dump(), **live_updates})
+        sim = SimConfig(**{**base.sim.model_dump(), **sim_updates})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_input=False, include_url=False))
+        raise InputError(f"bad option: {problems}") from None
+    return base.model_copy(update={"live": live, "sim": sim})
+
+
+async def _run_with_dashboard(engine: LiveEngine) -> RunSummary:
+    stop = asyncio.Event()
+    dash_task: asyncio.Task[None] | None = None
+
+    async def start_dash() -> None:
+        nonlocal dash_task
+        while not engine._started:
+            await asyncio.sleep(0.05)
+        dash_task = asyncio.create_task(Dashboard(engine.view).run(stop))
+
+    starter = asyncio.create_task(start_dash())
+    try:
+        return await engine.run()
+    finally:
+        stop.set()
+        starter.cancel()
+        if dash_task is not None:
+            with contextlib.suppress(Exception):
+                await dash_task
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    engine = LiveEngine(config, allow_live=bool(getattr(args, "live", False)))
+    runner = _run_with_dashboard(engine) if config.live.dashboard else engine.run()
+    summary = asyncio.run(runner)
+    print_summary(summary.view())
+    path = getattr(args, "summary_json", None)
+    if path:
+        Path(path).write_text(json.dumps(summary.to_json(), indent=2, default=str) + "\n")
+    if summary.open_orders_left:
+        print(f"warning: {summary.open_orders_left} orders still open at exit; check the broker", flush=True)
+    return 1 if summary.error else 0
+
+
+__all__ = ["CrossSectionStep", "FillRecord", "LiveEngine", "RunSummary", "add_arguments", "config_from_args", "run"]

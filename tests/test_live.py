@@ -1,0 +1,209 @@
+"""The live engine end to end against the embedded exchange and paper broker, over real sockets.
+
+Lock-step sessions are deterministic: the same seed gives the same fills and P&L, and the engine's
+positions and P&L agree with the broker's own ``/v2/positions`` and ``/v2/account``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import signal
+
+import httpx
+import numpy as np
+import pytest
+
+from engine.cli import main
+from engine.config import TickforgeConfig
+from engine.events import SIDE_BUY, SIDE_SELL
+from engine.live import LiveEngine, RunSummary
+from engine.strategies import OrderIntent, Strategy
+from kit import eventually, free_port
+
+SYMBOLS = ["AAPL", "MSFT", "AMZN", "NVDA"]
+FAST_SIGNAL = {"fast": 3, "slow": 8, "rsi_window": 5, "qty": 10, "max_position": 30}
+
+
+def _config(**live: object) -> TickforgeConfig:
+    sim = {"seed": 11, "rate_limit_per_min": 100_000}
+    base = {"duration_s": 60.0, "lockstep": True, "frame_messages": 100, "max_messages": 16_000,
+            "strategy": "ma_rsi", "strategy_params": FAST_SIGNAL, "backend": "cpu", "shutdown_timeout_s": 3.0}
+    base.update(live)
+    return TickforgeConfig.load(sim=sim, live=base, execution={"rate_limit_per_min": 100_000})
+
+
+def _broker_positions(summary: RunSummary) -> dict[str, float]:
+    assert summary.broker_positions is not None
+    return {p["symbol"]: float(p["qty"]) for p in summary.broker_positions if float(p["qty"]) != 0.0}
+
+
+def _assert_books_agree_with_broker(summary: RunSummary) -> None:
+    assert summary.open_orders_left == 0
+    assert summary.positions() == _broker_positions(summary)
+    for p in summary.broker_positions or []:
+        row = next(r for r in summary.rows if r.symbol == p["symbol"])
+        assert row.avg_entry_price == pytest.approx(float(p["avg_entry_price"]), abs=1e-6)
+    account = summary.broker_account or {}
+    broker_pnl = float(account["equity"]) - float(account["last_equity"])  # last_equity: starting cash
+    assert summary.total_pnl == pytest.approx(broker_pnl, abs=1e-6)
+    # every unit the broker filled was booked once by the engine
+    filled = sum(f.qty for f in summary.fills)
+    assert filled == pytest.approx(summary.stats.filled_qty)
+
+
+async def test_lockstep_session_is_deterministic_and_matches_the_broker():
+    first = await LiveEngine(_config(), symbols=SYMBOLS).run()
+    second = await LiveEngine(_config(), symbols=SYMBOLS).run()
+    for summary in (first, second):
+        assert summary.messages >= 16_000 and summary.stats.frames >= 160
+        assert summary.stats.bar_closes >= 12 and summary.stats.cross_section_steps == summary.stats.bar_closes
+        assert sum(summary.stats.orders.values()) > 0 and summary.stats.fills > 0
+        assert summary.stats.orders_rejected == 0 and summary.stats.strategy_errors == 0
+        _assert_books_agree_with_broker(summary)
+    assert [(f.symbol, f.side, f.qty, f.price) for f in first.fills] == [(f.symbol, f.side, f.qty, f.price) for f in second.fills]
+    assert first.realized_pnl == second.realized_pnl and first.total_pnl == second.total_pnl
+    assert first.positions() == second.positions()
+    # the latency chain covered every order from tick to ack
+    assert first.latency["tick_to_ack"]["count"] == sum(first.stats.orders.values())
+    # a different seed is a different session
+    other = await LiveEngine(_config().model_copy(update={"sim": _config().sim.model_copy(update={"seed": 12})}), symbols=SYMBOLS).run()
+    assert [(f.symbol, f.price) for f in other.fills] != [(f.symbol, f.price) for f in first.fills]
+
+
+class Churn(Strategy):
+    """Trades on every few book updates (alternating sides), raises now and then."""
+
+    name = "churn"
+
+    def __init__(self, every: int = 7, raise_every: int = 11) -> None:
+        self.every, self.raise_every = every, raise_every
+        self.calls = 0
+        self.fills: list[float] = []
+
+    def on_book(self, ctx, symbol_ids):
+        self.calls += 1
+        if self.calls % self.raise_every == 0:
+            raise RuntimeError("strategy bug")
+        if self.calls % self.every:
+            return []
+        sid = int(symbol_ids[0])
+        side = SIDE_SELL if ctx.position[sid] > 0 else SIDE_BUY
+        return [OrderIntent.market(sid, side, 5.0, "churn")]
+
+    def on_fill(self, ctx, fill):
+        self.fills.append(fill.qty)
+        return []
+
+
+async def test_faults_feed_restart_broker_errors_strategy_errors_and_sigterm_leave_books_consistent():
+    cfg = _config(lockstep=False, max_messages=0, duration_s=30.0)
+    cfg = cfg.model_copy(update={"sim": cfg.sim.model_copy(update={"messages_per_s": 4_000.0})})
+    strategy = Churn()
+    engine = LiveEngine(cfg, strategy=strategy, symbols=SYMBOLS)
+    task = asyncio.create_task(engine.run())
+    await eventually(lambda: engine.stats.fills >= 3, timeout=30)
+    # feed restart: the client reconnects and resubscribes; the engine keeps trading
+    await engine.sim.exchange.restart(down_s=0.2)
+    await eventually(lambda: engine.stats.reconnects >= 1, timeout=15)
+    fills_before = engine.stats.fills
+    await eventually(lambda: engine.stats.fills > fills_before + 2, timeout=30)
+    # a burst of 5xx on the broker: submits end as unknown outcomes or retried, never twice
+    engine.sim.broker.faults.error_next = 4
+    await eventually(lambda: engine.sim.broker.faults.error_next == 0, timeout=30)
+    fills_before = engine.stats.fills
+    await eventually(lambda: engine.stats.fills > fills_before, timeout=30)
+    # SIGTERM with orders going out: graceful shutdown
+    os.kill(os.getpid(), signal.SIGTERM)
+    summary = await asyncio.wait_for(task, 30)
+    assert "SIGTERM" in engine._stop_reason
+    assert summary.stats.strategy_errors >= 1          # contained: the engine kept going
+    assert summary.stats.reconnects >= 1
+    _assert_books_agree_with_broker(summary)
+    # every order the broker knows came from this engine and is final; its fills were booked once
+    broker_orders = engine.sim.broker.orders()
+    assert all(o["status"] in ("filled", "canceled", "expired", "rejected") for o in broker_orders)
+    assert len({o["client_order_id"] for o in broker_orders}) == len(broker_orders)
+    broker_filled = sum(float(o["filled_qty"]) for o in broker_orders)
+    assert broker_filled == pytest.approx(sum(f.qty for f in summary.fills))
+    assert sum(strategy.fills) == pytest.approx(broker_filled)
+
+
+class Quoter(Strategy):
+    """Keeps one resting bid far below the market on symbol 0 (never fills)."""
+
+    name = "quoter"
+
+    def on_book(self, ctx, symbol_ids):
+        if ctx.open_orders or not math.isfinite(ctx.mid(0)):
+            return []
+        return [OrderIntent.limit(0, SIDE_BUY, 1.0, ctx.round_down(ctx.mid(0) * 0.995), "bid")]
+
+
+async def test_kill_switch_from_the_control_endpoint_and_the_halt_file(tmp_path):
+    halt_file = tmp_path / "HALT"
+    port = free_port()
+    cfg = _config(lockstep=False, max_messages=0, duration_s=30.0, metrics_port=port, halt_file=str(halt_file))
+    engine = LiveEngine(cfg, strategy=Quoter(), symbols=SYMBOLS)
+    task = asyncio.create_task(engine.run())
+    await eventually(lambda: engine.stats.orders_acked >= 1 and len(engine._open) == 1, timeout=30)
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+        assert 'tickforge_orders_total{side="buy"} 1.0' in metrics
+        r = await http.post(f"http://127.0.0.1:{port}/halt", content=b"test desk")
+        assert r.status_code == 200
+    await eventually(lambda: engine.stats.trading_state == "HALTED" and not engine._open, timeout=15)
+    await eventually(lambda: engine.stats.denials.get("HALTED", 0) > 0, timeout=15)  # new quotes denied
+    assert engine.stats.halt_reason == "test desk"
+    engine.request_stop("test over")
+    summary = await asyncio.wait_for(task, 30)
+    assert summary.open_orders_left == 0 and summary.stats.cancels >= 1
+    assert all(o["status"] == "canceled" for o in engine.sim.broker.orders())
+
+    # the halt file: trading halts when it appears
+    engine = LiveEngine(cfg.model_copy(update={"live": cfg.live.model_copy(update={"metrics_port": 0})}), strategy=Quoter(), symbols=SYMBOLS)
+    task = asyncio.create_task(engine.run())
+    await eventually(lambda: engine.stats.orders_acked >= 1, timeout=30)
+    assert engine.stats.trading_state == "ACTIVE"
+    halt_file.write_text("stop")
+    await eventually(lambda: engine.stats.trading_state == "HALTED" and not engine._open, timeout=15)
+    engine.request_stop("test over")
+    await asyncio.wait_for(task, 30)
+
+
+def test_cli_run_lockstep_writes_summary_and_refuses_live_without_config(tmp_path, capsys):
+    out = tmp_path / "summary.json"
+    rc = main(["run", "--lockstep", "--symbols", "3", "--seed", "5", "--max-messages", "3000", "--backend", "cpu",
+               "--strategy", "market_maker", "--param", "max_symbols=2", "--summary-json", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "tickforge run: sim seed 5" in printed and "latency" in printed
+    data = json.loads(out.read_text())
+    assert data["messages"] >= 3000 and data["open_orders_left"] == 0 and data["lockstep"] is True
+    assert main(["run", "--live", "--duration", "1"]) == 2
+    assert "live" in capsys.readouterr().err
+    assert main(["run", "--param", "oops"]) == 2
+    assert main(["run", "--strategy", "no.such.Strategy", "--duration", "1"]) == 2
+
+
+def test_cross_section_step_on_the_gpu_backend_matches_cpu():
+    from engine.backend import resolve_backend
+    from engine.live import CrossSectionStep
+
+    names = ("a", "b")
+    steps = [CrossSectionStep(resolve_backend(b), 5, names, benchmark_id=1, beta_window=3) for b in ("cpu", "gpu")]
+    rng = np.random.default_rng(4)
+    closes = 100 + rng.normal(0, 1, (6, 5)).cumsum(axis=0)
+    for t in range(6):
+        ids = np.arange(5) if t != 3 else np.array([0, 2])  # a boundary where only two symbols traded
+        rows = rng.normal(size=(len(ids), 2))
+        for step in steps:
+            step.on_boundary(ids, closes[t, ids], rows)
+    cpu, gpu = (s.compute(*s.inputs()) for s in steps)
+    assert cpu.backend == "cpu" and gpu.backend == "gpu"
+    np.testing.assert_allclose(gpu.zscore, cpu.zscore, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(gpu.rank, cpu.rank)
+    np.testing.assert_allclose(gpu.beta, cpu.beta, rtol=1e-12)
+    assert cpu.beta[1] == pytest.approx(1.0) and cpu.corr[1] == pytest.approx(1.0)
