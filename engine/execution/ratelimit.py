@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable, Mapping
 MAX_SERVER_HOLD_S = 60.0
 #: hold after a 429 that carries no usable Retry-After
 DEFAULT_RETRY_AFTER_S = 1.0
+#: a token counts as whole this close to 1.0 (refill arithmetic leaves float dust)
+_WHOLE = 1.0 - 1e-9
 
 
 class RateLimiter:
@@ -68,8 +70,8 @@ class RateLimiter:
         if now < self._hold_until:
             return False
         self._refill(now)
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= _WHOLE:
+            self._tokens = max(0.0, self._tokens - 1.0)
             return True
         return False
 
@@ -84,10 +86,10 @@ class RateLimiter:
                     wait = self._hold_until - now
                 else:
                     self._refill(now)
-                    if self._tokens >= 1.0:
-                        self._tokens -= 1.0
+                    if self._tokens >= _WHOLE:
+                        self._tokens = max(0.0, self._tokens - 1.0)
                         return
-                    wait = (1.0 - self._tokens) / self.rate_per_s
+                    wait = max((1.0 - self._tokens) / self.rate_per_s, 1e-6)
                 self.waited_s += wait
                 await self._sleep(wait)
 

@@ -76,10 +76,12 @@ class SlippageGuard:
             self.rejected += 1
             raise SlippageRejected(request.symbol, deviation_bps, self.band_bps)
         self.converted += 1
-        edge = mid * (1.0 + self.band_bps / 1e4) if buy else mid * (1.0 - self.band_bps / 1e4)
-        step = price_increment(request.symbol, edge)
-        rounding = ROUND_FLOOR if buy else ROUND_CEILING
-        limit = (Decimal(repr(edge)) / step).to_integral_value(rounding) * step
+        # exact decimal arithmetic: a float band edge like 100.49999999 must not round a cent away
+        mid_d = (Decimal(repr(bid)) + Decimal(repr(ask))) / 2
+        band = Decimal(repr(self.band_bps)) / 10_000
+        edge = mid_d * (1 + band) if buy else mid_d * (1 - band)
+        step = price_increment(request.symbol, float(edge))
+        limit = (edge / step).to_integral_value(ROUND_FLOOR if buy else ROUND_CEILING) * step
         converted = request.model_copy(update={"type": "limit", "limit_price": limit})
         return GuardDecision("converted", converted, deviation_bps)
 
