@@ -27,7 +27,8 @@ async def record(path, market: SyntheticMarket, stream: str, subscriptions: dict
     async with MarketDataServer(market, SIM) as server:
         with Recorder(path, source="test") as recorder:
             def on_frame(frame, recv_ns) -> None:
-                seen.append((recv_ns, frame))
+                # the client hands text frames over as their UTF-8 bytes; the recording keeps them as text
+                seen.append((recv_ns, frame.decode() if isinstance(frame, bytes) and frame[:1] == b"[" else frame))
                 recorder.write(frame, recv_ns)
 
             client = StreamClient(

@@ -132,7 +132,7 @@ class StreamClient:
         subscriptions: Mapping[str, Iterable[str]] | None = None,
         symbols: SymbolMap | None = None,
         on_batch: BatchCallback | None = None,
-        on_frame: Callable[[str | bytes, int], None] | None = None,
+        on_frame: Callable[[str | bytes, int], None] | None = None,  # raw frames (text ones as UTF-8 bytes)
         auth: Literal["message", "headers"] = "message",
         queue_size: int = 1024,
         open_timeout_s: float = 10.0,
@@ -445,7 +445,8 @@ class StreamClient:
         decode = self.decoder.decode
         stats = self.stats
         while True:
-            frame = await ws.recv()
+            # Text frames stay bytes: the decoder reads UTF-8 JSON directly, no str round trip.
+            frame = await ws.recv(decode=False)
             recv_ns = time.time_ns()
             stats.last_frame_monotonic = time.monotonic()
             if self._on_frame is not None:

@@ -31,7 +31,7 @@ from engine.events import (
     SIDE_BID,
     TRADE_DTYPE,
 )
-from engine.marketdata import _wire
+from engine.marketdata import _fastparse, _wire
 from engine.marketdata.messages import ControlMessage, StreamError, Subscription, Success
 from engine.marketdata.symbols import UNKNOWN_SYMBOL, SymbolMap
 from engine.marketdata.timestamps import parse_msgpack_timestamps, parse_rfc3339_joined
@@ -125,10 +125,16 @@ class Decoder:
     decoder per stream.
     """
 
-    def __init__(self, symbols: SymbolMap | None = None, *, log_drops: bool = True) -> None:
+    def __init__(self, symbols: SymbolMap | None = None, *, log_drops: bool = True, compiled: bool = True) -> None:
         self.symbols = symbols if symbols is not None else SymbolMap()
         self.stats = DecoderStats()
         self.log_drops = log_drops
+        self.compiled = compiled  # False: always the msgspec path (the reference; tests compare both)
+        self._counts = np.zeros(8, np.int64)
+        self._bits = np.zeros(1, np.uint64)
+        self._scratch_msgs = 0
+        self._scratch_levels = 0
+        self._grow_scratch(256, 512)
         self._json_frame = msgspec.json.Decoder(list[_wire.JSON["Message"]])
         self._json_one = msgspec.json.Decoder(_wire.JSON["Message"])
         self._json_raw = msgspec.json.Decoder(list[msgspec.Raw])
@@ -143,8 +149,13 @@ class Decoder:
         """Decode one frame. Never raises on bad input: problems are drops in the result."""
         if recv_ns is None:
             recv_ns = time.time_ns()
-        batch = DecodedBatch(recv_ns=recv_ns)
         is_json = isinstance(frame, str) or _looks_like_json(frame)
+        if self.compiled:
+            fast = self._decode_compiled(frame, is_json, recv_ns)
+            if fast is not None:
+                self._account(fast)
+                return fast
+        batch = DecodedBatch(recv_ns=recv_ns)
         try:
             if is_json:
                 msgs = self._json_frame.decode(frame)
@@ -154,6 +165,49 @@ class Decoder:
             msgs = self._decode_leniently(frame, is_json, batch)
         self._build(msgs, is_json, batch)
         self._account(batch)
+        return batch
+
+    # --- fast path --------------------------------------------------------------------------
+    def _grow_scratch(self, n_msgs: int, n_levels: int) -> None:
+        if n_msgs > self._scratch_msgs:
+            self._scratch_msgs = n_msgs
+            self._buf_trades = np.zeros(n_msgs, TRADE_DTYPE)
+            self._buf_quotes = np.zeros(n_msgs, QUOTE_DTYPE)
+            self._buf_bars = np.zeros(n_msgs, BAR_DTYPE)
+        if n_levels > self._scratch_levels:
+            self._scratch_levels = n_levels
+            self._buf_deltas = np.zeros(n_levels, BOOK_DELTA_DTYPE)
+
+    def _decode_compiled(self, frame: Any, is_json: bool, recv_ns: int) -> DecodedBatch | None:
+        """The whole frame in one numba call, or None when it needs the msgspec path."""
+        data = frame.encode("utf-8", "surrogatepass") if isinstance(frame, str) else frame
+        buf = np.frombuffer(data, np.uint8)
+        size = len(buf)
+        # Every message takes at least 16 bytes and every book level at least 8, in both encodings.
+        self._grow_scratch(size // 16 + 1, size // 8 + 1)
+        slots, names, lens = self.symbols.table
+        counts = self._counts
+        if is_json:
+            status = _fastparse.parse_json(buf, slots, names, lens, recv_ns, self._buf_trades, self._buf_quotes, self._buf_bars, self._buf_deltas, counts)
+        else:
+            status = _fastparse.parse_msgpack(buf, slots, names, lens, recv_ns, self._buf_trades, self._buf_quotes, self._buf_bars, self._buf_deltas, counts, self._bits)
+        if status != _fastparse.OK:
+            return None
+        batch = DecodedBatch(recv_ns=recv_ns)
+        n = counts[_fastparse.N_TRADES]
+        if n:
+            batch.trades = self._buf_trades[:n].copy()
+        n = counts[_fastparse.N_QUOTES]
+        if n:
+            batch.quotes = self._buf_quotes[:n].copy()
+        n = counts[_fastparse.N_BARS]
+        if n:
+            batch.bars = self._buf_bars[:n].copy()
+        n = counts[_fastparse.N_DELTAS]
+        if n:
+            batch.book_deltas = self._buf_deltas[:n].copy()
+        batch.n_book_messages = int(counts[_fastparse.N_BOOKS])
+        batch.n_messages = int(counts[_fastparse.N_MESSAGES])
         return batch
 
     # --- slow path --------------------------------------------------------------------------

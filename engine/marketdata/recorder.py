@@ -76,6 +76,8 @@ class Recorder:
 
     def write(self, frame: str | bytes, recv_ns: int) -> None:
         """Record one frame as received (text frames as text, binary frames base64-encoded)."""
+        if isinstance(frame, (bytes, bytearray, memoryview)) and _is_json(frame):
+            frame = bytes(frame).decode("utf-8", "replace")  # a text frame the client kept as bytes
         if isinstance(frame, str):
             line: dict[str, Any] = {"recv_ns": recv_ns, "text": frame}
             self.bytes_in += len(frame)
@@ -96,6 +98,12 @@ class Recorder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _is_json(frame: bytes | bytearray | memoryview) -> bool:
+    # msgpack frames are arrays (0x90-0x9f, 0xdc, 0xdd); JSON frames start with '[' or whitespace
+    head = bytes(frame[:1])
+    return head in (b"[", b" ", b"\n", b"\r", b"\t")
 
 
 # --- the `tickforge record` command -----------------------------------------------------------

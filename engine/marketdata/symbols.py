@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Literal
 
+import numpy as np
+
 UNKNOWN_SYMBOL = -1  #: id returned for a symbol that a strict map does not know
+MAX_SYMBOL_BYTES = 32
 
 SymbolMode = Literal["add", "strict"]
 
@@ -18,7 +21,7 @@ SymbolMode = Literal["add", "strict"]
 class SymbolMap:
     """A two-way map between symbol names and dense integer ids (0, 1, 2, ...)."""
 
-    __slots__ = ("_ids", "_names", "mode", "max_symbols")
+    __slots__ = ("_ids", "_names", "mode", "max_symbols", "_slots", "_bytes", "_lens")
 
     def __init__(self, symbols: Iterable[str] = (), mode: SymbolMode = "add", max_symbols: int = 1_000_000) -> None:
         if mode not in ("add", "strict"):
@@ -27,6 +30,10 @@ class SymbolMap:
         self.max_symbols = max_symbols
         self._ids: dict[str, int] = {}
         self._names: list[str] = []
+        # The same map as an open-addressing hash table of name bytes, for compiled decoders.
+        self._slots = np.full(64, -1, dtype=np.int32)
+        self._bytes = np.zeros((16, MAX_SYMBOL_BYTES), dtype=np.uint8)
+        self._lens = np.zeros(16, dtype=np.int32)
         for name in symbols:
             self.add(name)
 
@@ -42,7 +49,44 @@ class SymbolMap:
         sid = len(self._names)
         self._ids[name] = sid
         self._names.append(name)
+        self._index(sid, name)
         return sid
+
+    def _index(self, sid: int, name: str) -> None:
+        raw = name.encode("utf-8")
+        if len(raw) > MAX_SYMBOL_BYTES:
+            return  # compiled decoders will not find it and fall back to the Python path
+        if sid >= len(self._lens):
+            grow = max(2 * len(self._lens), sid + 1)
+            self._bytes = np.concatenate([self._bytes, np.zeros((grow - len(self._lens), MAX_SYMBOL_BYTES), np.uint8)])
+            self._lens = np.concatenate([self._lens, np.zeros(grow - len(self._lens), np.int32)])
+        self._bytes[sid, : len(raw)] = np.frombuffer(raw, np.uint8)
+        self._lens[sid] = len(raw)
+        if 2 * (len(self._names)) > len(self._slots):
+            self._rehash(2 * len(self._slots))
+        else:
+            self._place(sid, raw)
+
+    def _place(self, sid: int, raw: bytes) -> None:
+        from engine.marketdata._fastparse import symbol_hash  # noqa: PLC0415 - avoid a cycle at import
+
+        mask = len(self._slots) - 1
+        slot = symbol_hash(raw) & mask
+        while self._slots[slot] >= 0:
+            slot = (slot + 1) & mask
+        self._slots[slot] = sid
+
+    def _rehash(self, size: int) -> None:
+        self._slots = np.full(size, -1, dtype=np.int32)
+        for sid, name in enumerate(self._names):
+            raw = name.encode("utf-8")
+            if len(raw) <= MAX_SYMBOL_BYTES:
+                self._place(sid, raw)
+
+    @property
+    def table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(slots, name bytes, name lengths): the hash table compiled decoders look names up in."""
+        return self._slots, self._bytes, self._lens
 
     def id_of(self, name: str) -> int:
         """The id of ``name``; a new one in ``add`` mode, ``UNKNOWN_SYMBOL`` for an unseen name in ``strict`` mode."""

@@ -429,11 +429,12 @@ class MarketDataServer:
 
     def encode(self, msgs: list[Message], binary: bool) -> bytes:
         """One frame: a JSON array (sent as text) or a msgpack array, timestamps in wire form."""
+        # Messages whose "t" is already in wire form (pre-stamped sources) pass through as they are.
         if binary:
             ext = msgspec.msgpack.Ext
-            wire = [{**m, "t": ext(-1, msgpack_timestamp_payload(m["t"]))} if "t" in m else m for m in msgs]
+            wire = [{**m, "t": ext(-1, msgpack_timestamp_payload(m["t"]))} if type(m.get("t")) is int else m for m in msgs]
             return self._msgpack.encode(wire)
-        wire = [{**m, "t": format_rfc3339(m["t"])} if "t" in m else m for m in msgs]
+        wire = [{**m, "t": format_rfc3339(m["t"])} if type(m.get("t")) is int else m for m in msgs]
         return self._json.encode(wire)
 
     async def _produce(self) -> None:
@@ -449,11 +450,15 @@ class MarketDataServer:
                 credit = 0.0
                 continue
             rate = self.messages_per_s
-            credit = min(credit + elapsed * rate, rate * 0.25 + 1) if math.isfinite(rate) else 50_000
-            n = int(credit)
+            if math.isfinite(rate):
+                credit = min(credit + elapsed * rate, rate * 0.25 + 1)
+                n = int(credit)
+                credit -= n
+            else:
+                # "as fast as the clients read": top up whoever has drained its queue
+                n = 0 if min(s.queued for s in listeners) > 2 * self.max_frame_messages else 4 * self.max_frame_messages
             if n <= 0:
                 continue
-            credit -= n
             msgs = self.market.step(n, time.time_ns() if self.wall_clock else None)
             for session in listeners:
                 session.enqueue(session.select(msgs))

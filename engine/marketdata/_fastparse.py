@@ -1,0 +1,949 @@
+"""Compiled fast path of the decoder: a whole Alpaca frame (JSON or msgpack bytes) parsed in numba
+straight into the event arrays, one call per frame.
+
+It handles the common case only — trades, quotes, bars and orderbooks with known symbols and sane
+values — and gives up (``BAIL``) on anything else: a control message, an unknown type or symbol, an
+escaped string, a number it cannot convert exactly, a value out of bounds, a bad timestamp. The
+decoder then decodes that frame on its msgspec path, which is the reference for every rule here
+(the bounds below mirror ``_wire``) and reports each bad message. Giving up is always safe.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from engine.marketdata.timestamps import _parse_one
+
+OK = 0
+BAIL = 1
+
+# counts[] slots written by the parsers
+N_TRADES, N_QUOTES, N_BARS, N_DELTAS, N_BOOKS, N_MESSAGES = 0, 1, 2, 3, 4, 5
+
+_PRICE_MAX = 1e10
+_SIZE_MAX = 1e13
+_SIDE_BID = 1
+_SIDE_ASK = -1
+_FLAG_SNAPSHOT = 1
+_FLAG_RESET = 2
+_FLAG_LAST = 4
+_FLAG_UPDATED_BAR = 8
+_FLAG_DAILY_BAR = 16
+
+
+def _key(text: str) -> int:
+    v = 0
+    for k, ch in enumerate(text.encode()):
+        v |= ch << (8 * k)
+    return v
+
+
+# Field names as small integers (little-endian bytes), so a key compares as one int.
+K_T, K_S, K_I, K_X, K_P, K_SZ, K_TS, K_C, K_Z = (_key(k) for k in ("T", "S", "i", "x", "p", "s", "t", "c", "z"))
+K_BX, K_BP, K_BS, K_AX, K_AP, K_AS = (_key(k) for k in ("bx", "bp", "bs", "ax", "ap", "as"))
+K_O, K_H, K_L, K_V, K_N, K_VW, K_B, K_A, K_R = (_key(k) for k in ("o", "h", "l", "v", "n", "vw", "b", "a", "r"))
+T_TRADE, T_QUOTE, T_BAR, T_UBAR, T_DBAR, T_BOOK = (ord(c) for c in "tqbudo")
+
+FNV_OFFSET = 14695981039346656037
+FNV_PRIME = 1099511628211
+
+
+def symbol_hash(name: bytes) -> int:
+    """FNV-1a 64 of a symbol's bytes; ``_lookup`` computes the same inside numba."""
+    h = FNV_OFFSET
+    for b in name:
+        h = ((h ^ b) * FNV_PRIME) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+@njit(cache=True, inline="always")
+def _lookup(buf, start, end, slots, names, lens):
+    """Symbol id of buf[start:end] in the open-addressing table, -1 when unknown."""
+    n = end - start
+    if n < 1 or n > names.shape[1]:
+        return -1
+    h = np.uint64(FNV_OFFSET)
+    for k in range(start, end):
+        h = (h ^ np.uint64(buf[k])) * np.uint64(FNV_PRIME)
+    mask = slots.shape[0] - 1
+    slot = np.int64(h & np.uint64(mask))
+    for _ in range(slots.shape[0]):
+        sid = slots[slot]
+        if sid < 0:
+            return -1
+        if lens[sid] == n:
+            same = True
+            for k in range(n):
+                if names[sid, k] != buf[start + k]:
+                    same = False
+                    break
+            if same:
+                return sid
+        slot = (slot + 1) & mask
+    return -1
+
+
+@njit(cache=True, inline="always")
+def _code(buf, start, end):
+    """One-letter exchange/tape code: first byte, 0 for empty, -1 when not a short ASCII string."""
+    if end - start > 4:
+        return -1
+    if end == start:
+        return 0
+    b = buf[start]
+    if b >= 128:
+        return -1
+    return b
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON
+# ---------------------------------------------------------------------------------------------
+_POW10 = np.array([10.0**k for k in range(23)])
+
+
+@njit(cache=True, inline="always")
+def _ws(buf, pos, n):
+    while pos < n:
+        c = buf[pos]
+        if c != 32 and c != 10 and c != 13 and c != 9:
+            break
+        pos += 1
+    return pos
+
+
+@njit(cache=True, inline="always")
+def _jstring(buf, pos, n):
+    """buf[pos] is '"': returns (start, end, next) of a string without escapes; next = -1 if not."""
+    start = pos + 1
+    k = start
+    while k < n:
+        c = buf[k]
+        if c == 34:
+            return start, k, k + 1
+        if c == 92 or c < 32:
+            return start, k, -1
+        k += 1
+    return start, k, -1
+
+
+@njit(cache=True)
+def _jnumber(buf, pos, n, pow10):
+    """Parse a JSON number exactly when it fits the fast path.
+
+    Returns (value, int_value, is_int, next); next = -1 when the number is malformed or needs more
+    than float64's exact decimal fast path (more than 19 digits, or a power of ten beyond 22).
+    """
+    k = pos
+    neg = False
+    if k < n and buf[k] == 45:
+        neg = True
+        k += 1
+    mant = np.uint64(0)
+    digits = 0
+    lead = k
+    while k < n and 48 <= buf[k] <= 57:
+        mant = mant * np.uint64(10) + np.uint64(buf[k] - 48)
+        digits += 1
+        k += 1
+    if k == lead or (buf[lead] == 48 and k - lead > 1):
+        return 0.0, 0, False, -1
+    exp10 = 0
+    is_int = True
+    if k < n and buf[k] == 46:
+        is_int = False
+        k += 1
+        frac_start = k
+        while k < n and 48 <= buf[k] <= 57:
+            mant = mant * np.uint64(10) + np.uint64(buf[k] - 48)
+            digits += 1
+            exp10 -= 1
+            k += 1
+        if k == frac_start:
+            return 0.0, 0, False, -1
+    if k < n and (buf[k] == 101 or buf[k] == 69):
+        is_int = False
+        k += 1
+        eneg = False
+        if k < n and (buf[k] == 43 or buf[k] == 45):
+            eneg = buf[k] == 45
+            k += 1
+        e = 0
+        e_start = k
+        while k < n and 48 <= buf[k] <= 57 and k - e_start < 5:
+            e = e * 10 + (buf[k] - 48)
+            k += 1
+        if k == e_start or (k < n and 48 <= buf[k] <= 57):
+            return 0.0, 0, False, -1
+        exp10 += -e if eneg else e
+    if digits > 19:
+        return 0.0, 0, False, -1
+    if is_int:
+        if mant > np.uint64(9223372036854775807):
+            return 0.0, 0, False, -1
+        iv = np.int64(mant)
+        if neg:
+            iv = -iv
+        return float(iv), iv, True, k
+    if mant > np.uint64(9007199254740992) or exp10 < -22 or exp10 > 22:
+        return 0.0, 0, False, -1  # not exactly representable in one IEEE operation
+    v = float(mant)
+    if exp10 < 0:
+        v = v / pow10[-exp10]
+    else:
+        v = v * pow10[exp10]
+    if neg:
+        v = -v
+    return v, 0, False, k
+
+
+@njit(cache=True)
+def _jskip(buf, pos, n):
+    """Skip one JSON value; -1 when malformed (or too deeply nested)."""
+    depth = 0
+    k = pos
+    while True:
+        k = _ws(buf, k, n)
+        if k >= n:
+            return -1
+        c = buf[k]
+        if c == 34:
+            _, _, k = _jstring(buf, k, n)
+            if k < 0:
+                return -1
+        elif c == 123 or c == 91:
+            depth += 1
+            if depth > 16:
+                return -1
+            k += 1
+            continue
+        elif c == 125 or c == 93:
+            depth -= 1
+            k += 1
+            if depth < 0:
+                return -1
+        elif c == 116 or c == 102 or c == 110:  # true false null
+            while k < n and 97 <= buf[k] <= 122:
+                k += 1
+        else:
+            _, _, _, k = _jnumber(buf, k, n, _POW10)
+            if k < 0:
+                return -1
+        if depth == 0:
+            return k
+        k = _ws(buf, k, n)
+        if k < n and buf[k] == 44:
+            k += 1
+
+
+@njit(cache=True)
+def parse_json(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, counts):
+    n = buf.shape[0]
+    pow10 = _POW10
+    nt = nq = nb = nd = nbooks = nmsg = 0
+    pos = _ws(buf, 0, n)
+    if pos >= n or buf[pos] != 91:
+        return BAIL
+    pos = _ws(buf, pos + 1, n)
+    if pos < n and buf[pos] == 93:
+        counts[N_MESSAGES] = 0
+        return OK
+    while True:
+        if pos >= n or buf[pos] != 123:
+            return BAIL
+        pos += 1
+        # fields of one message (NaN / -1 = absent)
+        mtype = 0
+        s_start = s_end = -1
+        ts = np.int64(0)
+        has_ts = False
+        p = sz = bp = bs = ap = as_ = o = h = lo = c = v = vw = np.nan
+        trade_id = np.int64(0)
+        count = np.int64(0)
+        x = z = bx = ax = 0
+        reset = False
+        d0 = nd
+        seen_b = seen_a = False
+        first = True
+        while True:
+            pos = _ws(buf, pos, n)
+            if pos >= n:
+                return BAIL
+            if buf[pos] == 125:
+                pos += 1
+                break
+            if not first:
+                if buf[pos] != 44:
+                    return BAIL
+                pos = _ws(buf, pos + 1, n)
+            first = False
+            if pos >= n or buf[pos] != 34:
+                return BAIL
+            ks, ke, pos = _jstring(buf, pos, n)
+            if pos < 0:
+                return BAIL
+            key = 0
+            if ke - ks <= 3:
+                for j in range(ke - ks):
+                    key |= np.int64(buf[ks + j]) << (8 * j)
+            else:
+                key = -1
+            pos = _ws(buf, pos, n)
+            if pos >= n or buf[pos] != 58:
+                return BAIL
+            pos = _ws(buf, pos + 1, n)
+            if pos >= n:
+                return BAIL
+            ch = buf[pos]
+            if ch == 34:  # string value
+                vs, ve, pos = _jstring(buf, pos, n)
+                if pos < 0:
+                    return BAIL
+                if key == K_T:
+                    if ve - vs != 1:
+                        return BAIL
+                    mtype = buf[vs]
+                elif key == K_S:
+                    s_start, s_end = vs, ve
+                elif key == K_TS:
+                    ts, ok = _parse_one(buf, vs, ve)
+                    if not ok:
+                        return BAIL
+                    has_ts = True
+                elif key == K_X or key == K_Z or key == K_BX or key == K_AX:
+                    code = _code(buf, vs, ve)
+                    if code < 0:
+                        return BAIL
+                    if key == K_X:
+                        x = code
+                    elif key == K_Z:
+                        z = code
+                    elif key == K_BX:
+                        bx = code
+                    else:
+                        ax = code
+                elif key == K_P or key == K_SZ or key == K_I or key == K_C or key == K_BP or key == K_BS or key == K_AP or key == K_AS or key == K_O or key == K_H or key == K_L or key == K_V or key == K_N or key == K_VW or key == K_B or key == K_A or key == K_R:
+                    return BAIL  # a string where a number belongs: the slow path reports it
+            elif ch == 45 or (48 <= ch <= 57):
+                val, ival, is_int, pos = _jnumber(buf, pos, n, pow10)
+                if pos < 0:
+                    return BAIL
+                if key == K_P:
+                    p = val
+                elif key == K_SZ:
+                    sz = val
+                elif key == K_I:
+                    if not is_int:
+                        return BAIL
+                    trade_id = ival
+                elif key == K_BP:
+                    bp = val
+                elif key == K_BS:
+                    bs = val
+                elif key == K_AP:
+                    ap = val
+                elif key == K_AS:
+                    as_ = val
+                elif key == K_O:
+                    o = val
+                elif key == K_H:
+                    h = val
+                elif key == K_L:
+                    lo = val
+                elif key == K_C:
+                    c = val
+                elif key == K_V:
+                    v = val
+                elif key == K_N:
+                    if not is_int:
+                        return BAIL
+                    count = ival
+                elif key == K_VW:
+                    vw = val
+                elif key == K_T or key == K_S or key == K_TS or key == K_X or key == K_Z or key == K_BX or key == K_AX or key == K_B or key == K_A or key == K_R:
+                    return BAIL
+            elif ch == 91 and (key == K_B or key == K_A):  # orderbook levels
+                if (key == K_B and seen_b) or (key == K_A and seen_a):
+                    return BAIL
+                side = _SIDE_BID
+                if key == K_B:
+                    seen_b = True
+                else:
+                    side = _SIDE_ASK
+                    seen_a = True
+                pos = _ws(buf, pos + 1, n)
+                if pos < n and buf[pos] == 93:
+                    pos += 1
+                    continue
+                while True:
+                    if pos >= n or buf[pos] != 123:
+                        return BAIL
+                    pos += 1
+                    lp = np.nan
+                    ls = np.nan
+                    lfirst = True
+                    while True:
+                        pos = _ws(buf, pos, n)
+                        if pos >= n:
+                            return BAIL
+                        if buf[pos] == 125:
+                            pos += 1
+                            break
+                        if not lfirst:
+                            if buf[pos] != 44:
+                                return BAIL
+                            pos = _ws(buf, pos + 1, n)
+                        lfirst = False
+                        if pos >= n or buf[pos] != 34:
+                            return BAIL
+                        lks, lke, pos = _jstring(buf, pos, n)
+                        if pos < 0 or lke - lks != 1:
+                            return BAIL
+                        lkey = buf[lks]
+                        pos = _ws(buf, pos, n)
+                        if pos >= n or buf[pos] != 58:
+                            return BAIL
+                        pos = _ws(buf, pos + 1, n)
+                        if pos >= n or not (buf[pos] == 45 or 48 <= buf[pos] <= 57):
+                            return BAIL
+                        val, _, _, pos = _jnumber(buf, pos, n, pow10)
+                        if pos < 0:
+                            return BAIL
+                        if lkey == 112:
+                            lp = val
+                        elif lkey == 115:
+                            ls = val
+                        else:
+                            return BAIL
+                    if not (lp > 0.0 and lp < _PRICE_MAX and ls >= 0.0 and ls < _SIZE_MAX):
+                        return BAIL
+                    if nd >= deltas.shape[0]:
+                        return BAIL
+                    deltas[nd].side = side
+                    deltas[nd].price = lp
+                    deltas[nd].size = ls
+                    nd += 1
+                    pos = _ws(buf, pos, n)
+                    if pos < n and buf[pos] == 44:
+                        pos = _ws(buf, pos + 1, n)
+                        continue
+                    if pos < n and buf[pos] == 93:
+                        pos += 1
+                        break
+                    return BAIL
+            elif ch == 116 or ch == 102:  # true / false
+                if key == K_R:
+                    if ch == 116 and pos + 4 <= n and buf[pos + 1] == 114 and buf[pos + 2] == 117 and buf[pos + 3] == 101:
+                        reset = True
+                        pos += 4
+                    elif ch == 102 and pos + 5 <= n and buf[pos + 1] == 97 and buf[pos + 2] == 108 and buf[pos + 3] == 115 and buf[pos + 4] == 101:
+                        reset = False
+                        pos += 5
+                    else:
+                        return BAIL
+                elif key == K_T or key == K_S or key == K_TS or key == K_P or key == K_SZ or key == K_I or key == K_C or key == K_BP or key == K_BS or key == K_AP or key == K_AS or key == K_O or key == K_H or key == K_L or key == K_V or key == K_N or key == K_VW or key == K_X or key == K_Z or key == K_BX or key == K_AX:
+                    return BAIL
+                else:
+                    pos = _jskip(buf, pos, n)
+                    if pos < 0:
+                        return BAIL
+            else:
+                # arrays (conditions), objects, null: only skippable under keys we do not read
+                if key == K_C and ch == 91:
+                    pos = _jskip(buf, pos, n)
+                elif key == K_T or key == K_S or key == K_TS or key == K_P or key == K_SZ or key == K_I or key == K_BP or key == K_BS or key == K_AP or key == K_AS or key == K_O or key == K_H or key == K_L or key == K_V or key == K_N or key == K_VW or key == K_X or key == K_Z or key == K_BX or key == K_AX or key == K_B or key == K_A or key == K_R or key == K_C:
+                    return BAIL
+                else:
+                    pos = _jskip(buf, pos, n)
+                if pos < 0:
+                    return BAIL
+        # --- one message complete: validate and emit -------------------------------------------
+        has_levels = seen_b or seen_a
+        status = _emit(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas,
+                       mtype, s_start, s_end, ts, has_ts, p, sz, bp, bs, ap, as_, o, h, lo, c, v, vw,
+                       trade_id, count, x, z, bx, ax, reset, d0, nd, has_levels, nt, nq, nb)
+        if status < 0:
+            return BAIL
+        if mtype == T_TRADE:
+            nt += 1
+        elif mtype == T_QUOTE:
+            nq += 1
+        elif mtype == T_BOOK:
+            nbooks += 1
+            nd = status
+        else:
+            nb += 1
+        nmsg += 1
+        pos = _ws(buf, pos, n)
+        if pos >= n:
+            return BAIL
+        if buf[pos] == 44:
+            pos = _ws(buf, pos + 1, n)
+            continue
+        if buf[pos] == 93:
+            pos = _ws(buf, pos + 1, n)
+            if pos != n:
+                return BAIL
+            break
+        return BAIL
+    counts[N_TRADES] = nt
+    counts[N_QUOTES] = nq
+    counts[N_BARS] = nb
+    counts[N_DELTAS] = nd
+    counts[N_BOOKS] = nbooks
+    counts[N_MESSAGES] = nmsg
+    return OK
+
+
+@njit(cache=True)
+def _emit(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas,
+          mtype, s_start, s_end, ts, has_ts, p, sz, bp, bs, ap, as_, o, h, lo, c, v, vw,
+          trade_id, count, x, z, bx, ax, reset, d0, nd, has_levels, nt, nq, nb):
+    """Write one parsed message; returns >= 0 on success (the new delta count for a book), -1 to bail."""
+    if s_start < 0 or not has_ts:
+        return -1
+    sid = _lookup(buf, s_start, s_end, slots, names, lens)
+    if sid < 0:
+        return -1
+    if has_levels and mtype != T_BOOK:
+        return -1
+    if mtype == T_TRADE:
+        if not (p > 0.0 and p < _PRICE_MAX and sz >= 0.0 and sz < _SIZE_MAX) or nt >= trades.shape[0]:
+            return -1
+        r = trades[nt]
+        r.ts_ns = ts
+        r.recv_ns = recv_ns
+        r.symbol_id = sid
+        r.exchange = x
+        r.tape = z
+        r.flags = 0
+        r.price = p
+        r.size = sz
+        r.trade_id = trade_id
+        return 0
+    if mtype == T_QUOTE:
+        if np.isnan(bp):
+            bp = 0.0
+        if np.isnan(bs):
+            bs = 0.0
+        if np.isnan(ap):
+            ap = 0.0
+        if np.isnan(as_):
+            as_ = 0.0
+        if not (bp >= 0.0 and bp < _PRICE_MAX and ap >= 0.0 and ap < _PRICE_MAX and bs >= 0.0 and bs < _SIZE_MAX and as_ >= 0.0 and as_ < _SIZE_MAX):
+            return -1
+        if nq >= quotes.shape[0]:
+            return -1
+        q = quotes[nq]
+        q.ts_ns = ts
+        q.recv_ns = recv_ns
+        q.symbol_id = sid
+        q.bid_exchange = bx
+        q.ask_exchange = ax
+        q.tape = z
+        q.flags = 0
+        q.bid_price = bp
+        q.bid_size = bs
+        q.ask_price = ap
+        q.ask_size = as_
+        return 0
+    if mtype == T_BAR or mtype == T_UBAR or mtype == T_DBAR:
+        if np.isnan(v):
+            v = 0.0
+        if np.isnan(vw):
+            vw = 0.0
+        if not (o > 0.0 and o < _PRICE_MAX and h > 0.0 and h < _PRICE_MAX and lo > 0.0 and lo < _PRICE_MAX and c > 0.0 and c < _PRICE_MAX):
+            return -1
+        if not (v >= 0.0 and v < _SIZE_MAX and vw >= 0.0 and vw < _PRICE_MAX) or nb >= bars.shape[0]:
+            return -1
+        b = bars[nb]
+        b.ts_ns = ts
+        b.recv_ns = recv_ns
+        b.symbol_id = sid
+        b.flags = _FLAG_UPDATED_BAR if mtype == T_UBAR else (_FLAG_DAILY_BAR if mtype == T_DBAR else 0)
+        b.open = o
+        b.high = h
+        b.low = lo
+        b.close = c
+        b.volume = v
+        b.vwap = vw
+        b.trade_count = count
+        return 0
+    if mtype == T_BOOK:
+        if nd == d0:
+            if not reset:
+                return nd  # an update that changes nothing
+            if nd >= deltas.shape[0]:
+                return -1
+            deltas[nd].side = _SIDE_BID  # an empty reset: a placeholder level carries the flag
+            deltas[nd].price = 0.0
+            deltas[nd].size = 0.0
+            nd += 1
+        base = _FLAG_SNAPSHOT if reset else 0
+        for k in range(d0, nd):
+            d = deltas[k]
+            d.ts_ns = ts
+            d.recv_ns = recv_ns
+            d.symbol_id = sid
+            d.flags = base
+        if reset:
+            deltas[d0].flags = base | _FLAG_RESET
+        deltas[nd - 1].flags = deltas[nd - 1].flags | _FLAG_LAST
+        return nd
+    return -1
+
+
+# ---------------------------------------------------------------------------------------------
+# msgpack
+# ---------------------------------------------------------------------------------------------
+@njit(cache=True, inline="always")
+def _be(buf, pos, size):
+    v = np.uint64(0)
+    for k in range(size):
+        v = (v << np.uint64(8)) | np.uint64(buf[pos + k])
+    return v
+
+
+@njit(cache=True)
+def _mnumber(buf, pos, n, bits):
+    """A msgpack number: (value, int_value, is_int, next); next = -1 when it is not a number."""
+    if pos >= n:
+        return 0.0, 0, False, -1
+    c = buf[pos]
+    if c <= 0x7F:
+        return float(c), np.int64(c), True, pos + 1
+    if c >= 0xE0:
+        iv = np.int64(c) - 256
+        return float(iv), iv, True, pos + 1
+    if c == 0xCB:
+        if pos + 9 > n:
+            return 0.0, 0, False, -1
+        bits[0] = _be(buf, pos + 1, 8)
+        return bits.view(np.float64)[0], 0, False, pos + 9
+    if c == 0xCA:
+        if pos + 5 > n:
+            return 0.0, 0, False, -1
+        u = np.uint32(_be(buf, pos + 1, 4))
+        f = np.empty(1, np.uint32)
+        f[0] = u
+        return float(f.view(np.float32)[0]), 0, False, pos + 5
+    if 0xCC <= c <= 0xCF:
+        size = 1 << (c - 0xCC)
+        if pos + 1 + size > n:
+            return 0.0, 0, False, -1
+        u = _be(buf, pos + 1, size)
+        if u > np.uint64(9223372036854775807):
+            return float(u), 0, False, pos + 1 + size  # fine as a float, not as an int64
+        return float(u), np.int64(u), True, pos + 1 + size
+    if 0xD0 <= c <= 0xD3:
+        size = 1 << (c - 0xD0)
+        if pos + 1 + size > n:
+            return 0.0, 0, False, -1
+        u = _be(buf, pos + 1, size)
+        shift = np.uint64(64 - 8 * size)
+        iv = np.int64(u << shift) >> np.int64(shift)  # sign-extend
+        return float(iv), iv, True, pos + 1 + size
+    return 0.0, 0, False, -1
+
+
+@njit(cache=True, inline="always")
+def _mstr(buf, pos, n):
+    """(start, end, next) of a msgpack str; next = -1 when buf[pos] is not one."""
+    if pos >= n:
+        return 0, 0, -1
+    c = buf[pos]
+    if 0xA0 <= c <= 0xBF:
+        start = pos + 1
+        end = start + (c & 0x1F)
+    elif c == 0xD9 and pos + 2 <= n:
+        start = pos + 2
+        end = start + buf[pos + 1]
+    elif c == 0xDA and pos + 3 <= n:
+        start = pos + 3
+        end = start + np.int64(_be(buf, pos + 1, 2))
+    else:
+        return 0, 0, -1
+    if end > n:
+        return 0, 0, -1
+    return start, end, end
+
+
+@njit(cache=True, inline="always")
+def _mcontainer(buf, pos, n):
+    """(kind, count, next) for an array (1) or map (2) header; kind 0 when neither."""
+    if pos >= n:
+        return 0, 0, -1
+    c = buf[pos]
+    if 0x90 <= c <= 0x9F:
+        return 1, c & 0x0F, pos + 1
+    if 0x80 <= c <= 0x8F:
+        return 2, c & 0x0F, pos + 1
+    if (c == 0xDC or c == 0xDE) and pos + 3 <= n:
+        return (1 if c == 0xDC else 2), np.int64(_be(buf, pos + 1, 2)), pos + 3
+    if (c == 0xDD or c == 0xDF) and pos + 5 <= n:
+        return (1 if c == 0xDD else 2), np.int64(_be(buf, pos + 1, 4)), pos + 5
+    return 0, 0, -1
+
+
+@njit(cache=True)
+def _mskip(buf, pos, n):
+    """Skip one msgpack value (iteratively); -1 when cut off or invalid."""
+    pending = 1
+    k = pos
+    while pending > 0:
+        if k >= n:
+            return -1
+        c = buf[k]
+        pending -= 1
+        if c <= 0x7F or c >= 0xE0 or c == 0xC0 or c == 0xC2 or c == 0xC3:
+            k += 1
+        elif 0xA0 <= c <= 0xBF or c == 0xD9 or c == 0xDA or c == 0xDB:
+            if c <= 0xBF:
+                k += 1 + (c & 0x1F)
+            else:
+                w = 1 if c == 0xD9 else (2 if c == 0xDA else 4)
+                if k + 1 + w > n:
+                    return -1
+                k += 1 + w + np.int64(_be(buf, k + 1, w))
+        elif 0xC4 <= c <= 0xC6:
+            w = 1 << (c - 0xC4)
+            if k + 1 + w > n:
+                return -1
+            k += 1 + w + np.int64(_be(buf, k + 1, w))
+        elif 0xC7 <= c <= 0xC9:
+            w = 1 << (c - 0xC7)
+            if k + 1 + w > n:
+                return -1
+            k += 2 + w + np.int64(_be(buf, k + 1, w))
+        elif c == 0xCA or c == 0xCE or c == 0xD2:
+            k += 5
+        elif c == 0xCB or c == 0xCF or c == 0xD3:
+            k += 9
+        elif c == 0xCC or c == 0xD0:
+            k += 2
+        elif c == 0xCD or c == 0xD1:
+            k += 3
+        elif 0xD4 <= c <= 0xD8:
+            k += 2 + (1 << (c - 0xD4))
+        else:
+            kind, count, nxt = _mcontainer(buf, k, n)
+            if kind == 0 or count > n:
+                return -1
+            pending += count * kind  # a map holds two values per entry
+            k = nxt
+    return k if k <= n else -1
+
+
+@njit(cache=True, inline="always")
+def _mtimestamp(buf, pos, n):
+    """A msgpack Timestamp (ext -1) as (ns, next); next = -1 when it is not one or out of range."""
+    if pos + 2 > n:
+        return 0, -1
+    c = buf[pos]
+    if c == 0xD6:
+        size, start = 4, pos + 2
+        typ = buf[pos + 1]
+    elif c == 0xD7:
+        size, start = 8, pos + 2
+        typ = buf[pos + 1]
+    elif c == 0xC7 and pos + 3 <= n and buf[pos + 1] == 12:
+        size, start = 12, pos + 3
+        typ = buf[pos + 2]
+    else:
+        return 0, -1
+    if typ != 0xFF or start + size > n:
+        return 0, -1
+    max_s = np.int64(9223372035)
+    if size == 4:
+        secs = np.int64(_be(buf, start, 4))
+        nanos = np.int64(0)
+    elif size == 8:
+        u = _be(buf, start, 8)
+        nanos = np.int64(u >> np.uint64(34))
+        secs = np.int64(u & np.uint64((1 << 34) - 1))
+    else:
+        nanos = np.int64(_be(buf, start, 4))
+        secs = np.int64(_be(buf, start + 4, 8))
+    if nanos >= 1_000_000_000 or secs > max_s or secs < -max_s:
+        return 0, -1
+    return secs * 1_000_000_000 + nanos, start + size
+
+
+@njit(cache=True)
+def parse_msgpack(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, counts, bits):
+    n = buf.shape[0]
+    kind, n_msgs, pos = _mcontainer(buf, 0, n)
+    if kind != 1:
+        return BAIL
+    nt = nq = nb = nd = nbooks = 0
+    for _ in range(n_msgs):
+        kind, n_fields, pos = _mcontainer(buf, pos, n)
+        if kind != 2:
+            return BAIL
+        mtype = 0
+        s_start = s_end = -1
+        ts = np.int64(0)
+        has_ts = False
+        p = sz = bp = bs = ap = as_ = o = h = lo = c = v = vw = np.nan
+        trade_id = np.int64(0)
+        count = np.int64(0)
+        x = z = bx = ax = 0
+        reset = False
+        d0 = nd
+        seen_b = seen_a = False
+        for _f in range(n_fields):
+            ks, ke, pos = _mstr(buf, pos, n)
+            if pos < 0:
+                return BAIL
+            key = 0
+            if ke - ks <= 3:
+                for j in range(ke - ks):
+                    key |= np.int64(buf[ks + j]) << (8 * j)
+            else:
+                key = -1
+            if pos >= n:
+                return BAIL
+            ch = buf[pos]
+            if (0xA0 <= ch <= 0xBF) or ch == 0xD9 or ch == 0xDA:
+                vs, ve, pos = _mstr(buf, pos, n)
+                if pos < 0:
+                    return BAIL
+                if key == K_T:
+                    if ve - vs != 1:
+                        return BAIL
+                    mtype = buf[vs]
+                elif key == K_S:
+                    s_start, s_end = vs, ve
+                elif key == K_X or key == K_Z or key == K_BX or key == K_AX:
+                    code = _code(buf, vs, ve)
+                    if code < 0:
+                        return BAIL
+                    if key == K_X:
+                        x = code
+                    elif key == K_Z:
+                        z = code
+                    elif key == K_BX:
+                        bx = code
+                    else:
+                        ax = code
+                elif key == K_TS or key == K_P or key == K_SZ or key == K_I or key == K_C or key == K_BP or key == K_BS or key == K_AP or key == K_AS or key == K_O or key == K_H or key == K_L or key == K_V or key == K_N or key == K_VW or key == K_B or key == K_A or key == K_R:
+                    return BAIL
+            elif key == K_TS:
+                ts, pos = _mtimestamp(buf, pos, n)
+                if pos < 0:
+                    return BAIL
+                has_ts = True
+            elif key == K_R:
+                if ch == 0xC3:
+                    reset = True
+                elif ch != 0xC2:
+                    return BAIL
+                pos += 1
+            elif (key == K_B or key == K_A) and (0x90 <= ch <= 0x9F or ch == 0xDC or ch == 0xDD):
+                if (key == K_B and seen_b) or (key == K_A and seen_a):
+                    return BAIL
+                side = _SIDE_BID
+                if key == K_B:
+                    seen_b = True
+                else:
+                    side = _SIDE_ASK
+                    seen_a = True
+                _, n_levels, pos = _mcontainer(buf, pos, n)
+                for _lv in range(n_levels):
+                    lkind, lfields, pos = _mcontainer(buf, pos, n)
+                    if lkind != 2:
+                        return BAIL
+                    lp = np.nan
+                    ls = np.nan
+                    for _lf in range(lfields):
+                        lks, lke, pos = _mstr(buf, pos, n)
+                        if pos < 0 or lke - lks != 1:
+                            return BAIL
+                        val, _, _, pos = _mnumber(buf, pos, n, bits)
+                        if pos < 0:
+                            return BAIL
+                        if buf[lks] == 112:
+                            lp = val
+                        elif buf[lks] == 115:
+                            ls = val
+                        else:
+                            return BAIL
+                    if not (lp > 0.0 and lp < _PRICE_MAX and ls >= 0.0 and ls < _SIZE_MAX):
+                        return BAIL
+                    if nd >= deltas.shape[0]:
+                        return BAIL
+                    deltas[nd].side = side
+                    deltas[nd].price = lp
+                    deltas[nd].size = ls
+                    nd += 1
+            elif key == K_C and (0x90 <= ch <= 0x9F or ch == 0xDC or ch == 0xDD):
+                pos = _mskip(buf, pos, n)
+                if pos < 0:
+                    return BAIL
+            elif key == K_P or key == K_SZ or key == K_I or key == K_C or key == K_BP or key == K_BS or key == K_AP or key == K_AS or key == K_O or key == K_H or key == K_L or key == K_V or key == K_N or key == K_VW:
+                val, ival, is_int, pos = _mnumber(buf, pos, n, bits)
+                if pos < 0:
+                    return BAIL
+                if key == K_P:
+                    p = val
+                elif key == K_SZ:
+                    sz = val
+                elif key == K_I:
+                    if not is_int:
+                        return BAIL
+                    trade_id = ival
+                elif key == K_BP:
+                    bp = val
+                elif key == K_BS:
+                    bs = val
+                elif key == K_AP:
+                    ap = val
+                elif key == K_AS:
+                    as_ = val
+                elif key == K_O:
+                    o = val
+                elif key == K_H:
+                    h = val
+                elif key == K_L:
+                    lo = val
+                elif key == K_C:
+                    c = val
+                elif key == K_V:
+                    v = val
+                elif key == K_N:
+                    if not is_int:
+                        return BAIL
+                    count = ival
+                else:
+                    vw = val
+            elif key == K_T or key == K_S or key == K_X or key == K_Z or key == K_BX or key == K_AX or key == K_B or key == K_A:
+                return BAIL
+            else:
+                pos = _mskip(buf, pos, n)
+                if pos < 0:
+                    return BAIL
+        has_levels = seen_b or seen_a
+        status = _emit(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas,
+                       mtype, s_start, s_end, ts, has_ts, p, sz, bp, bs, ap, as_, o, h, lo, c, v, vw,
+                       trade_id, count, x, z, bx, ax, reset, d0, nd, has_levels, nt, nq, nb)
+        if status < 0:
+            return BAIL
+        if mtype == T_TRADE:
+            nt += 1
+        elif mtype == T_QUOTE:
+            nq += 1
+        elif mtype == T_BOOK:
+            nbooks += 1
+            nd = status
+        else:
+            nb += 1
+    if pos != n:
+        return BAIL
+    counts[N_TRADES] = nt
+    counts[N_QUOTES] = nq
+    counts[N_BARS] = nb
+    counts[N_DELTAS] = nd
+    counts[N_BOOKS] = nbooks
+    counts[N_MESSAGES] = n_msgs
+    return OK
