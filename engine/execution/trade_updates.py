@@ -34,6 +34,20 @@ from engine.execution.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
+
+class _RedactAuthFrames(logging.Filter):
+    """websockets logs every frame at DEBUG; the authenticate frame holds the secret, so blank it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args and any("authenticate" in str(arg) for arg in record.args):  # type: ignore[union-attr]
+            record.msg, record.args = "%s", ("[authenticate frame redacted]",)
+        return True
+
+
+#: the WebSocket library's own log lines for this stream (frames at DEBUG), with credentials redacted
+_wire_log = logging.getLogger(__name__ + ".wire")
+_wire_log.addFilter(_RedactAuthFrames())
+
 #: on_fill(symbol, side (SIDE_BUY/SIDE_SELL), qty, price, exec_id, ts_ns, order)
 FillCallback = Callable[[str, int, float, float, str, int, Order], "Awaitable[None] | None"]
 EventCallback = Callable[[TradeUpdate], "Awaitable[None] | None"]
@@ -146,6 +160,7 @@ class TradeUpdatesStream:
                     ping_timeout=self._ping_interval_s * 2,
                     close_timeout=1.0,
                     max_size=1 << 22,
+                    logger=_wire_log,
                 ) as ws:
                     self._ws = ws
                     await self._handshake(ws)

@@ -44,6 +44,19 @@ from engine.events import SIDE_ASK, SIDE_BID
 
 log = logging.getLogger(__name__)
 
+
+class _RedactAuthFrames(logging.Filter):
+    """websockets logs every frame at DEBUG; an authenticate frame holds a secret, so blank it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args and any("authenticate" in str(arg) for arg in record.args):  # type: ignore[union-attr]
+            record.msg, record.args = "%s", ("[authenticate frame redacted]",)
+        return True
+
+
+_wire_log = logging.getLogger(__name__ + ".wire")
+_wire_log.addFilter(_RedactAuthFrames())
+
 _ZERO = Decimal(0)
 _CENT = Decimal("0.01")
 _SUB_PENNY = Decimal("0.0001")
@@ -995,7 +1008,7 @@ class PaperBroker:
         self.stats["events"] += 1
 
     async def _serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes, target: str) -> None:
-        protocol = ServerProtocol(max_size=1 << 20)
+        protocol = ServerProtocol(max_size=1 << 20, logger=_wire_log)
         protocol.receive_data(head)
         events = protocol.events_received()
         if not events:
