@@ -21,11 +21,14 @@ Semantics:
 - Open and close follow trade timestamps (earliest / latest ``ts_ns``, arrival order among equal times),
   so small reorderings inside a bar do not change it. High, low, volume, VWAP (sum(p*s)/sum(s), NaN when
   the volume is 0) and trade count do not depend on order.
-- Every timeframe must be a multiple of the smallest, so each smallest window nests in exactly one window
-  of every larger timeframe. Only the smallest bar is updated per trade; when it closes it is merged into
-  the larger bars (that is why all timeframes cost about as much as one).
-- A late trade (older than the open smallest window, or than the last one closed) is counted in
-  ``stats()["late_trades"]``; it still lands in every larger bar whose window is open and not yet emitted.
+- Every timeframe must be a multiple of the smallest. Each timeframe's parent is the largest smaller one
+  that divides it (1s <- 5s <- 15s ... for the defaults; 1m <- 3m and 1m <- 5m <- 15m for 1m,3m,5m,15m),
+  so a parent's windows nest in its children's. A trade updates only the smallest bar; a bar that closes
+  is merged into its children, finest first. That is why eleven timeframes cost about as much as one.
+- A late trade (older than the open smallest window, or in one a flush already closed) is counted in
+  ``stats()["late_trades"]`` and still lands in every larger bar whose window is open and not yet emitted.
+  Trades whose larger bar a flush already emitted are counted there too (once per bar they missed). So
+  call ``flush(now_ns - grace)`` rather than ``flush(now_ns)`` when exchange timestamps lag the clock.
 - Activity bars (tick/volume/value) close on the trade that makes the count / volume / notional reach the
   threshold (that trade belongs to the closing bar; nothing is split). ``ts_ns`` is their first trade's
   time. Thresholds are a number or one number per symbol. They follow arrival order.
@@ -47,9 +50,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
 
-from engine.book import BookManager, _tob_values
+from engine.book import BookManager, _inline, _kernel, _tob_values
 from engine.errors import InputError
 from engine.events import BAR_DTYPE, FLAG_CORRECTION, TRADE_DTYPE
 
@@ -84,7 +86,7 @@ _T_N = 1         # trades in the bar
 _T_RECV = 2      # recv_ns of the last trade
 _T_OPEN_TS = 3   # ts of the trade that set open
 _T_CLOSE_TS = 4  # ts of the trade that set close
-_T_CLOSED = 5    # larger timeframes: 1 once this window's bar was emitted by flush
+_T_CLOSED = 5    # 1 once a flush closed this window (its bar, if any, was emitted)
 _N_TINT = 6
 # float state columns: tflt[s, k, col] (activity bars add the running measure)
 _F_OPEN = 0
@@ -125,7 +127,7 @@ _NO_WINDOW = np.int64(-(1 << 62))  # start of "no window yet": adding any timefr
 # =================================================================================================
 
 
-@njit(cache=True)
+@_inline
 def _emit(out_bars, out_tf, out_micro, j, tf_index, s, start, ints, flts, book, depth_n):
     """Write one finished bar at row ``j``; ``ints``/``flts`` are its state rows."""
     b = out_bars[j]
@@ -162,7 +164,7 @@ def _emit(out_bars, out_tf, out_micro, j, tf_index, s, start, ints, flts, book, 
         m.imbalance = np.nan
 
 
-@njit(cache=True)
+@_inline
 def _start_bar(ints, flts, ts, price, size, recv):
     ints[_T_N] = 1
     ints[_T_RECV] = recv
@@ -176,7 +178,7 @@ def _start_bar(ints, flts, ts, price, size, recv):
     flts[_F_VALUE] = price * size
 
 
-@njit(cache=True)
+@_inline
 def _fold_trade(ints, flts, ts, price, size, recv):
     """Add one trade to a bar that already holds trades (open/close by timestamp)."""
     if ts < ints[_T_OPEN_TS]:
@@ -195,7 +197,7 @@ def _fold_trade(ints, flts, ts, price, size, recv):
     ints[_T_RECV] = recv
 
 
-@njit(cache=True)
+@_inline
 def _fold_arrival(ints, flts, price, size, recv):
     """Add one trade to an activity bar: arrival order decides the close."""
     flts[_F_CLOSE] = price
@@ -209,7 +211,7 @@ def _fold_arrival(ints, flts, price, size, recv):
     ints[_T_RECV] = recv
 
 
-@njit(cache=True)
+@_inline
 def _merge_bar(dst_i, dst_f, src_i, src_f):
     """Merge a finished smaller bar into a larger one."""
     if dst_i[_T_N] == 0:
@@ -236,26 +238,27 @@ def _merge_bar(dst_i, dst_f, src_i, src_f):
     dst_i[_T_RECV] = src_i[_T_RECV]
 
 
-@njit(cache=True)
-def _close_smallest(tint, tflt, counters, s, out_bars, out_tf, out_micro, j, book, depth_n):
-    """Emit the open smallest bar of symbol ``s`` and merge it into every larger bar still open."""
-    k_count = tint.shape[1]
-    _emit(out_bars, out_tf, out_micro, j, 0, s, tint[s, 0, _T_START], tint[s, 0], tflt[s, 0], book, depth_n)
-    missed = False
-    for k in range(1, k_count):
-        if tint[s, k, _T_CLOSED] == 0:
-            _merge_bar(tint[s, k], tflt[s, k], tint[s, 0], tflt[s, 0])
-        else:
-            missed = True
-    if missed:
-        # a flush already emitted a larger bar these trades belong to: they are late for it
-        counters[C_LATE] += tint[s, 0, _T_N]
-    tint[s, 0, _T_N] = 0
-    return j + 1
+@_inline
+def _close_level(tint, tflt, children, child_start, counters, s, k, out_bars, out_tf, out_micro, j, book, depth_n):
+    """Close level ``k``'s bar of symbol ``s``: emit it if it holds trades and hand it to the child levels.
+    Returns the next output row."""
+    n_k = tint[s, k, _T_N]
+    if n_k > 0:
+        _emit(out_bars, out_tf, out_micro, j, k, s, tint[s, k, _T_START], tint[s, k], tflt[s, k], book, depth_n)
+        j += 1
+        for c_i in range(child_start[k], child_start[k + 1]):
+            c = children[c_i]
+            if tint[s, c, _T_CLOSED] == 0:
+                _merge_bar(tint[s, c], tflt[s, c], tint[s, k], tflt[s, k])
+            else:
+                # a flush already emitted the larger bar these trades belong to: late for it
+                counters[C_LATE] += n_k
+        tint[s, k, _T_N] = 0
+    return j
 
 
-@njit(cache=True)
-def _add_trades(trades, start, tf_ns, tint, tflt, akind, athr, aint, aflt, counters,
+@_kernel
+def _add_trades(trades, start, tf_ns, parent, children, child_start, tint, tflt, akind, athr, aint, aflt, counters,
                 out_bars, out_tf, out_micro, n_out, book, depth_n):
     """Fold ``trades[start:]`` into bars; returns (next trade index, rows written).
     Stops early only when the output buffer might not hold the bars the next trade could close."""
@@ -290,34 +293,34 @@ def _add_trades(trades, start, tf_ns, tint, tflt, akind, athr, aint, aflt, count
         ts = t.ts_ns
         recv = t.recv_ns
         fine_start = tint[s, 0, _T_START]
-        fine_open = tint[s, 0, _T_N] > 0
-        if fine_open and ts >= fine_start and ts < fine_start + tf0:
+        fine_closed = tint[s, 0, _T_CLOSED] != 0
+        if not fine_closed and ts >= fine_start and ts < fine_start + tf0:
             _fold_trade(tint[s, 0], tflt[s, 0], ts, price, size, recv)  # the hot path
-        elif ts < (fine_start if fine_open else fine_start + tf0):
-            # late: its smallest window is gone; larger windows that are still open take it
+        elif ts < fine_start or (fine_closed and ts < fine_start + tf0):
+            # late: its smallest window is gone. Larger windows still open take it, each through the
+            # highest-resolution level that can (its bar reaches the larger ones when it closes).
             counters[C_LATE] += 1
             for k in range(1, k_count):
                 ks = tint[s, k, _T_START]
                 if tint[s, k, _T_CLOSED] == 0 and ts >= ks and ts < ks + tf_ns[k]:
-                    if tint[s, k, _T_N] == 0:
-                        _start_bar(tint[s, k], tflt[s, k], ts, price, size, recv)
-                    else:
-                        _fold_trade(tint[s, k], tflt[s, k], ts, price, size, recv)
+                    p = parent[k]
+                    ps = tint[s, p, _T_START]
+                    if p == 0 or not (tint[s, p, _T_CLOSED] == 0 and ts >= ps and ts < ps + tf_ns[p]):
+                        if tint[s, k, _T_N] == 0:
+                            _start_bar(tint[s, k], tflt[s, k], ts, price, size, recv)
+                        else:
+                            _fold_trade(tint[s, k], tflt[s, k], ts, price, size, recv)
         else:
-            # a later smallest window: close the open one, roll every window that moved on
-            if fine_open:
-                n_out = _close_smallest(tint, tflt, counters, s, out_bars, out_tf, out_micro, n_out, book, depth_n)
-            for k in range(1, k_count):
-                new_start = ts - ts % tf_ns[k]
-                if new_start != tint[s, k, _T_START]:
-                    if tint[s, k, _T_N] > 0:
-                        _emit(out_bars, out_tf, out_micro, n_out, k, s, tint[s, k, _T_START], tint[s, k], tflt[s, k],
-                              book, depth_n)
-                        n_out += 1
-                    tint[s, k, _T_START] = new_start
-                    tint[s, k, _T_N] = 0
-                    tint[s, k, _T_CLOSED] = 0
-            tint[s, 0, _T_START] = ts - ts % tf0
+            # a later smallest window: close every level whose window the trade left, finest first, so
+            # each closed bar reaches its child levels before they close in turn
+            for k in range(k_count):
+                ks = tint[s, k, _T_START]
+                if ts >= ks and ts < ks + tf_ns[k] and not (k == 0 and fine_closed):
+                    continue
+                n_out = _close_level(tint, tflt, children, child_start, counters, s, k, out_bars, out_tf, out_micro,
+                                     n_out, book, depth_n)
+                tint[s, k, _T_START] = ts - ts % tf_ns[k]
+                tint[s, k, _T_CLOSED] = 0
             _start_bar(tint[s, 0], tflt[s, 0], ts, price, size, recv)
         for a in range(a_count):
             ai = aint[s, a]
@@ -343,22 +346,18 @@ def _add_trades(trades, start, tf_ns, tint, tflt, akind, athr, aint, aflt, count
     return n, n_out
 
 
-@njit(cache=True)
-def _flush(now_ns, close_activity, tf_ns, tint, tflt, akind, aint, aflt, counters, out_bars, out_tf, out_micro, n_out,
-           book, depth_n):
+@_kernel
+def _flush(now_ns, close_activity, tf_ns, children, child_start, tint, tflt, akind, aint, aflt, counters, out_bars,
+           out_tf, out_micro, n_out, book, depth_n):
     """Close time bars whose window ended by ``now_ns`` (and, if asked, every activity bar)."""
     n_sym = tint.shape[0]
     k_count = tf_ns.shape[0]
     for s in range(n_sym):
-        if tint[s, 0, _T_N] > 0 and tint[s, 0, _T_START] + tf_ns[0] <= now_ns:
-            n_out = _close_smallest(tint, tflt, counters, s, out_bars, out_tf, out_micro, n_out, book, depth_n)
-        for k in range(1, k_count):
-            if tint[s, k, _T_CLOSED] == 0 and tint[s, k, _T_START] != _NO_WINDOW and tint[s, k, _T_START] + tf_ns[k] <= now_ns:
-                if tint[s, k, _T_N] > 0:
-                    _emit(out_bars, out_tf, out_micro, n_out, k, s, tint[s, k, _T_START], tint[s, k], tflt[s, k],
-                          book, depth_n)
-                    n_out += 1
-                    tint[s, k, _T_N] = 0
+        for k in range(k_count):
+            ks = tint[s, k, _T_START]
+            if tint[s, k, _T_CLOSED] == 0 and ks != _NO_WINDOW and ks + tf_ns[k] <= now_ns:
+                n_out = _close_level(tint, tflt, children, child_start, counters, s, k, out_bars, out_tf, out_micro,
+                                     n_out, book, depth_n)
                 tint[s, k, _T_CLOSED] = 1
         if close_activity:
             for a in range(akind.shape[0]):
@@ -468,6 +467,12 @@ class BarAggregator:
         self.names = tuple(names)
         k, a = len(seconds), len(kinds)
         self._tf_ns = np.array(seconds, dtype=np.int64) * NS_PER_S
+        # each level's parent is the largest smaller timeframe that divides it: its closed bars feed this one
+        parent = [0] + [max(j for j in range(lvl) if seconds[lvl] % seconds[j] == 0) for lvl in range(1, k)]
+        children = [[c for c in range(1, k) if parent[c] == lvl] for lvl in range(k)]
+        self._parent = np.array(parent, dtype=np.int64)
+        self._children = np.array([c for cs in children for c in cs], dtype=np.int64)
+        self._child_start = np.cumsum([0] + [len(cs) for cs in children]).astype(np.int64)
         self._tint = np.zeros((n, k, _N_TINT), dtype=np.int64)
         self._tint[:, :, _T_START] = _NO_WINDOW
         self._tflt = np.zeros((n, k, _N_TFLT), dtype=np.float64)
@@ -510,7 +515,7 @@ class BarAggregator:
         start = n_out = 0
         while True:
             start, n_out = _add_trades(
-                trades, start, self._tf_ns, self._tint, self._tflt, self._akind, self._athr, self._aint, self._aflt,
+                trades, start, self._tf_ns, self._parent, self._children, self._child_start, self._tint, self._tflt, self._akind, self._athr, self._aint, self._aflt,
                 self._counters, self._out_bars, self._out_tf, self._out_micro, n_out, book, self._depth_n,
             )
             if start >= len(trades):
@@ -552,7 +557,7 @@ class BarAggregator:
         if len(self._out_bars) < need:
             self._alloc_out(need)
         n_out = _flush(
-            np.int64(now_ns), close_activity, self._tf_ns, self._tint, self._tflt, self._akind, self._aint, self._aflt,
+            np.int64(now_ns), close_activity, self._tf_ns, self._children, self._child_start, self._tint, self._tflt, self._akind, self._aint, self._aflt,
             self._counters, self._out_bars, self._out_tf, self._out_micro, 0, self._current_book(), self._depth_n,
         )
         return self._take(n_out)

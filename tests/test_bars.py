@@ -70,16 +70,20 @@ def pandas_bars(t: np.ndarray, symbol: int, seconds: int) -> pd.DataFrame:
     return out[out["count"] > 0]
 
 
-def test_every_timeframe_matches_pandas_resample() -> None:
+@pytest.mark.parametrize("timeframes, n_trades", [
+    (DEFAULT_TIMEFRAMES, 25_000),
+    (("1m", "3m", "5m", "15m", "45m", "1h", "2h", "1d"), 8_000),  # siblings: 3m and 5m both feed from 1m
+])
+def test_every_timeframe_matches_pandas_resample(timeframes: tuple[str, ...], n_trades: int) -> None:
     rng = np.random.default_rng(3)
     n_sym = 3
-    t = random_trades(rng, 25_000, n_sym)
+    t = random_trades(rng, n_trades, n_sym)
     assert (t["ts_ns"] % (60 * S) == 0).any()
     bad = trades([(int(t["ts_ns"][100]), 0, math.nan, 1.0), (int(t["ts_ns"][200]), 1, -5.0, 1.0),
                   (int(t["ts_ns"][300]), 2, 10.0, -1.0), (int(t["ts_ns"][400]), 7, 10.0, 1.0),
                   (int(t["ts_ns"][500]), 0, 10.0, 1.0, FLAG_CORRECTION)])
     stream = np.concatenate([t[:100], bad[:1], t[100:200], bad[1:2], t[200:300], bad[2:3], t[300:400], bad[3:], t[400:]])
-    agg = BarAggregator(n_sym)
+    agg = BarAggregator(n_sym, timeframes)
     pieces = [agg.add_trades(chunk) for chunk in np.array_split(stream, 37)]
     pieces.append(agg.close_all())
     bars = np.concatenate([p.bars for p in pieces])
@@ -88,7 +92,7 @@ def test_every_timeframe_matches_pandas_resample() -> None:
     assert agg.stats()["dropped_unknown_symbol"] == 1 and agg.stats()["skipped_corrections"] == 1
     assert agg.stats()["trades"] == len(t) and agg.stats()["late_trades"] == 0
     assert np.all(np.isnan(np.concatenate([p.micro for p in pieces])["mid"]))  # no book attached
-    for k, name in enumerate(DEFAULT_TIMEFRAMES):
+    for k, name in enumerate(timeframes):
         seconds = timeframe_seconds(name)
         for s in range(n_sym):
             got = bars[(tf == k) & (bars["symbol_id"] == s)]
@@ -103,7 +107,7 @@ def test_every_timeframe_matches_pandas_resample() -> None:
             with np.errstate(invalid="ignore", divide="ignore"):
                 vwap = np.where(exp["volume"] > 0, exp["pv"] / exp["volume"], np.nan)
             np.testing.assert_allclose(got["vwap"], vwap, rtol=1e-12, err_msg=where)
-    assert len(bars[tf == DEFAULT_TIMEFRAMES.index("1d")]) >= 2 * n_sym
+    assert len(bars[tf == timeframes.index("1d")]) >= 2 * n_sym
 
 
 def test_window_boundaries_and_empty_windows() -> None:
@@ -168,6 +172,15 @@ def test_late_and_reordered_trades() -> None:
     minute = agg.close_all().select("1m")[0]
     assert (minute["open"], minute["high"], minute["low"], minute["close"]) == (9.0, 13.0, 8.0, 13.0)
     assert minute["trade_count"] == 6 and minute["volume"] == 7.0
+    # sibling timeframes (3m and 5m both fed by 1m): a late trade reaches both, and 15m through 5m
+    agg = BarAggregator(1, ("1m", "3m", "5m", "15m"))
+    first = agg.add_trades(trades([(T0 + 10 * S, 0, 10.0, 1.0), (T0 + 70 * S, 0, 11.0, 1.0), (T0 + 20 * S, 0, 7.0, 1.0)]))
+    assert first.select("1m")["low"].tolist() == [10.0]  # the late 7.0 missed its minute
+    out = agg.close_all()
+    assert out.select("1m")["low"].tolist() == [11.0]
+    for name in ("3m", "5m", "15m"):
+        bar = out.select(name)[0]
+        assert (bar["low"], bar["trade_count"], bar["close"]) == (7.0, 3, 11.0), name
 
 
 def test_activity_bars_match_a_python_reference() -> None:

@@ -79,6 +79,7 @@ class RefBook:
     def apply_batch(self, deltas: np.ndarray) -> list[tuple]:
         """Returns the expected top of book after every delta (None for unknown symbols)."""
         rows = []
+        self.message_ends = []
         for i, d in enumerate(deltas):
             s = int(d["symbol_id"])
             self.apply(s, int(d["side"]), float(d["price"]), float(d["size"]), int(d["ts_ns"]), int(d["flags"]))
@@ -93,6 +94,7 @@ class RefBook:
             )
             if end:
                 self.check_crossed(s)
+                self.message_ends.append(i)
             rows.append(self.tob(s))
         return rows
 
@@ -240,6 +242,7 @@ def test_batches_match_reference_after_every_delta(window: int, capacity: int, s
     rng = np.random.default_rng(seed)
     stream = random_stream(rng, 12_000, TICKS, window)
     book = BookManager(len(TICKS), TICKS, window_ticks=window, depth_levels=DEPTH_N, overflow_capacity=capacity)
+    by_message = BookManager(len(TICKS), TICKS, window_ticks=window, depth_levels=DEPTH_N, overflow_capacity=capacity)
     ref = RefBook(TICKS)
     cuts = np.sort(rng.choice(np.arange(1, len(stream)), size=40, replace=False))
     total_applied = total_dropped = total_crossed = 0
@@ -250,6 +253,10 @@ def test_batches_match_reference_after_every_delta(window: int, capacity: int, s
         result = book.apply_deltas(batch, tob_out=tob)
         expected = ref.apply_batch(batch)
         assert_tob_rows(tob, expected, f"batch {k}")
+        packed = np.zeros(len(batch), dtype=TOB_DTYPE)
+        per_message = by_message.apply_deltas(batch, tob_out=packed, tob_per="message")
+        assert per_message.messages == per_message.tob_rows == result.messages == len(ref.message_ends)
+        assert_tob_rows(packed[: per_message.tob_rows], [expected[i] for i in ref.message_ends], f"batch {k} per message")
         assert result.dropped == ref.dropped - dropped_before
         assert result.crossed == ref.crossed_count - crossed_before
         total_applied += result.applied
@@ -411,7 +418,7 @@ def test_bad_input_is_a_counted_drop_and_leaves_the_book_alone() -> None:
         (1_000_000, SIDE_ASK, 10.01, 1, 2, 0),
     ])
     r = book.apply_deltas(bad)
-    assert r == (0, len(bad), 0)
+    assert r[:3] == (0, len(bad), 0)
     after = book.top_of_book()
     for name in ("best_bid_price", "best_bid_size", "best_ask_price", "best_ask_size", "ts_ns"):
         assert np.array_equal(after[name], good[name], equal_nan=True)
@@ -430,10 +437,10 @@ def test_reset_replaces_the_book_and_a_bare_reset_empties_it() -> None:
     book.apply_deltas(deltas([(0, SIDE_BID, 100.0 - k, 1, 1, 0) for k in range(40)] + [(0, SIDE_ASK, 101.0, 1, 1, 0)]))
     assert book.n_levels(0) == (40, 1)
     r = book.apply_deltas(deltas([(0, SIDE_BID, 50.0, 2, 2, FLAG_RESET), (0, SIDE_ASK, 51.0, 3, 2, 0)]))
-    assert r == (2, 0, 0) and book.n_levels(0) == (1, 1)
+    assert r[:3] == (2, 0, 0) and book.n_levels(0) == (1, 1)
     assert (book.best_bid_price(0), book.best_ask_price(0)) == (50.0, 51.0)
     r = book.apply_deltas(deltas([(0, SIDE_BID, math.nan, 0, 3, FLAG_RESET)]))
-    assert r == (1, 0, 0) and book.n_levels(0) == (0, 0) and book.last_update_ns(0) == 3
+    assert r[:3] == (1, 0, 0) and book.n_levels(0) == (0, 0) and book.last_update_ns(0) == 3
     book.update(0, SIDE_BID, 7.0, 1.0)
     book.reset(0)
     assert book.n_levels(0) == (0, 0) and book.stats()["resets"] == 3
@@ -452,7 +459,7 @@ def test_quotes_replace_the_book_with_one_level_per_side() -> None:
     ]
     tob = np.zeros(len(q), dtype=TOB_DTYPE)
     r = book.apply_quotes(q, tob_out=tob)
-    assert r == (5, 1, 1)
+    assert r[:3] == (5, 1, 1) and r.tob_rows == 6
     assert book.n_levels(0) == (1, 1)
     assert (book.best_bid_price(0), book.best_bid_size(0), book.best_ask_price(0), book.best_ask_size(0)) == (187.13, 100, 187.14, 400)
     assert book.best_bid_price(2) == 1.0841 and book.best_ask_price(2) == 1.0842
@@ -494,6 +501,8 @@ def test_constructor_and_batch_validation_are_clear_errors() -> None:
         book.apply_deltas(np.zeros(3, dtype=QUOTE_DTYPE))
     with pytest.raises(InputError, match="tob_out"):
         book.apply_deltas(np.zeros(3, dtype=BOOK_DELTA_DTYPE), tob_out=np.zeros(2, dtype=TOB_DTYPE))
+    with pytest.raises(InputError, match="tob_per"):
+        book.apply_deltas(np.zeros(3, dtype=BOOK_DELTA_DTYPE), tob_out=np.zeros(3, dtype=TOB_DTYPE), tob_per="frame")
     with pytest.raises(InputError, match="unknown symbol"):
         book.best_bid_price(1)
     # a strided view is accepted (copied to contiguous)
