@@ -255,7 +255,7 @@ def test_symbol_map_limits():
 _GOOD = [STOCK_TRADE, STOCK_QUOTE, STOCK_BAR, CRYPTO_TRADE, CRYPTO_QUOTE, CRYPTO_BOOK]
 _junk_values = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-(2**80), max_value=2**80),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12), st.lists(st.integers(), max_size=3),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12), st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3),
 )
 
 
@@ -321,3 +321,54 @@ def as_msgpack_lenient(msgs: list[dict]) -> bytes:
 def test_random_bytes_never_raise(data):
     batch = Decoder(log_drops=False).decode(data)
     assert batch.n_events == 0 or batch.n_messages >= 1
+
+
+# --- the compiled fast path agrees with the msgspec path -------------------------------------------
+_SYMS = ["AAPL", "MSFT", "BRK.B", "BTC/USD", "ETH/USD"]
+_prices = st.floats(min_value=1e-6, max_value=1e7, allow_nan=False, allow_infinity=False).map(lambda v: float(f"{v:.{len(repr(v))}g}"))
+_sizes = st.one_of(st.integers(min_value=0, max_value=10**9), st.floats(min_value=0, max_value=1e9, allow_nan=False))
+_stamps = st.tuples(st.integers(min_value=0, max_value=4_102_444_800), st.integers(min_value=0, max_value=999_999_999), st.integers(min_value=0, max_value=9)).map(
+    lambda t: format_rfc3339(t[0] * 1_000_000_000 + (t[1] // 10 ** (9 - t[2])) * 10 ** (9 - t[2]))
+)
+_levels = st.lists(st.fixed_dictionaries({"p": _prices, "s": _sizes}), max_size=4)
+_valid_message = st.one_of(
+    st.fixed_dictionaries({"T": st.just("t"), "S": st.sampled_from(_SYMS), "i": st.integers(0, 2**63 - 1), "x": st.sampled_from("DVQ"), "p": _prices, "s": _sizes, "t": _stamps, "c": st.just(["@"]), "z": st.sampled_from("ABC")}),
+    st.fixed_dictionaries({"T": st.just("q"), "S": st.sampled_from(_SYMS), "bx": st.just("V"), "bp": _prices, "bs": _sizes, "ax": st.just("Q"), "ap": _prices, "as": _sizes, "t": _stamps}),
+    st.fixed_dictionaries({"T": st.sampled_from("bud"), "S": st.sampled_from(_SYMS), "o": _prices, "h": _prices, "l": _prices, "c": _prices, "v": _sizes, "t": _stamps, "n": st.integers(0, 10**6), "vw": _prices}),
+    st.fixed_dictionaries({"T": st.just("o"), "S": st.sampled_from(_SYMS), "t": _stamps, "b": _levels, "a": _levels, "r": st.booleans()}),
+)
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and len(a) == len(b) and all(np.array_equal(a[f], b[f]) for f in a.dtype.names)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(msgs=st.lists(st.one_of(_valid_message, _valid_message, corrupted()), max_size=10), as_json=st.booleans())
+def test_compiled_and_msgspec_paths_agree(msgs, as_json):
+    frame = json.dumps(msgs).encode() if as_json else as_msgpack_lenient(msgs)
+    fast = Decoder(SymbolMap(_SYMS), log_drops=False)
+    slow = Decoder(SymbolMap(_SYMS), log_drops=False, compiled=False)
+    a, b = fast.decode(frame, 5), slow.decode(frame, 5)
+    assert _same(a.trades, b.trades) and _same(a.quotes, b.quotes) and _same(a.bars, b.bars)
+    assert _same(a.book_deltas, b.book_deltas)
+    assert (a.n_messages, a.n_book_messages, a.drops, a.controls) == (b.n_messages, b.n_book_messages, b.drops, b.controls)
+
+
+def test_the_fast_path_takes_ordinary_frames_and_falls_back_on_anything_else():
+    dec = Decoder(SymbolMap(["AAPL", "AMD", "SPY", "BTC/USD"]), log_drops=False)
+    for frame in frames([STOCK_TRADE, STOCK_QUOTE, STOCK_BAR]) + [json.dumps([CRYPTO_BOOK]), as_msgpack([CRYPTO_BOOK])]:
+        dec.decode(frame)
+    assert dec.stats.compiled_frames == dec.stats.frames == 5
+    for frame in (
+        json.dumps([{"T": "success", "msg": "connected"}]),      # control message
+        json.dumps([{**STOCK_TRADE, "S": "NEW"}]),              # symbol not seen yet
+        json.dumps([{**STOCK_TRADE, "S": "AA\\u0050L"}]),        # escaped string
+        json.dumps([{**STOCK_TRADE, "p": 0.1 + 0.2}]).replace("0.30000000000000004", "0.300000000000000044408920985006"),
+        json.dumps([{**STOCK_TRADE, "p": -3.0}]),               # out of bounds: reported by the slow path
+    ):
+        dec.decode(frame)
+    assert dec.stats.compiled_frames == 5 and dec.stats.frames == 10
+    assert dec.stats.drops == {DROP_INVALID_MESSAGE: 1}
+    (t,) = Decoder(SymbolMap(["AAPL"])).decode(json.dumps([{**STOCK_TRADE, "p": 1e-7}])).trades  # exponent form
+    assert t["price"] == 1e-7

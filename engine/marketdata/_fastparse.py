@@ -265,6 +265,8 @@ def parse_json(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, c
         reset = False
         d0 = nd
         seen_b = seen_a = False
+        asks_first = False
+        bid_start = nd
         first = True
         while True:
             pos = _ws(buf, pos, n)
@@ -369,6 +371,8 @@ def parse_json(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, c
                 side = _SIDE_BID
                 if key == K_B:
                     seen_b = True
+                    bid_start = nd
+                    asks_first = seen_a
                 else:
                     side = _SIDE_ASK
                     seen_a = True
@@ -462,7 +466,7 @@ def parse_json(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, c
         has_levels = seen_b or seen_a
         status = _emit(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas,
                        mtype, s_start, s_end, ts, has_ts, p, sz, bp, bs, ap, as_, o, h, lo, c, v, vw,
-                       trade_id, count, x, z, bx, ax, reset, d0, nd, has_levels, nt, nq, nb)
+                       trade_id, count, x, z, bx, ax, reset, d0, nd, has_levels, nt, nq, nb, asks_first, bid_start)
         if status < 0:
             return BAIL
         if mtype == T_TRADE:
@@ -499,7 +503,7 @@ def parse_json(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, c
 @njit(cache=True)
 def _emit(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas,
           mtype, s_start, s_end, ts, has_ts, p, sz, bp, bs, ap, as_, o, h, lo, c, v, vw,
-          trade_id, count, x, z, bx, ax, reset, d0, nd, has_levels, nt, nq, nb):
+          trade_id, count, x, z, bx, ax, reset, d0, nd, has_levels, nt, nq, nb, asks_first, bid_start):
     """Write one parsed message; returns >= 0 on success (the new delta count for a book), -1 to bail."""
     if s_start < 0 or not has_ts:
         return -1
@@ -580,6 +584,13 @@ def _emit(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas,
             deltas[nd].price = 0.0
             deltas[nd].size = 0.0
             nd += 1
+        if asks_first and bid_start < nd:
+            # "a" came before "b": put bids first, as the reference path does
+            seg = deltas[d0:nd].copy()
+            n_asks = bid_start - d0
+            n_bids = nd - bid_start
+            deltas[d0 : d0 + n_bids] = seg[n_asks:]
+            deltas[d0 + n_bids : nd] = seg[:n_asks]
         base = _FLAG_SNAPSHOT if reset else 0
         for k in range(d0, nd):
             d = deltas[k]
@@ -792,6 +803,8 @@ def parse_msgpack(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas
         reset = False
         d0 = nd
         seen_b = seen_a = False
+        asks_first = False
+        bid_start = nd
         for _f in range(n_fields):
             ks, ke, pos = _mstr(buf, pos, n)
             if pos < 0:
@@ -846,6 +859,8 @@ def parse_msgpack(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas
                 side = _SIDE_BID
                 if key == K_B:
                     seen_b = True
+                    bid_start = nd
+                    asks_first = seen_a
                 else:
                     side = _SIDE_ASK
                     seen_a = True
@@ -926,7 +941,7 @@ def parse_msgpack(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas
         has_levels = seen_b or seen_a
         status = _emit(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas,
                        mtype, s_start, s_end, ts, has_ts, p, sz, bp, bs, ap, as_, o, h, lo, c, v, vw,
-                       trade_id, count, x, z, bx, ax, reset, d0, nd, has_levels, nt, nq, nb)
+                       trade_id, count, x, z, bx, ax, reset, d0, nd, has_levels, nt, nq, nb, asks_first, bid_start)
         if status < 0:
             return BAIL
         if mtype == T_TRADE:

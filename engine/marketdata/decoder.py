@@ -103,6 +103,7 @@ class DecoderStats:
     """Running totals over every frame a decoder has seen."""
 
     frames: int = 0
+    compiled_frames: int = 0  # frames the numba fast path decoded whole (the rest went through msgspec)
     messages: int = 0
     trades: int = 0
     quotes: int = 0
@@ -153,6 +154,7 @@ class Decoder:
         if self.compiled:
             fast = self._decode_compiled(frame, is_json, recv_ns)
             if fast is not None:
+                self.stats.compiled_frames += 1
                 self._account(fast)
                 return fast
         batch = DecodedBatch(recv_ns=recv_ns)
@@ -161,7 +163,7 @@ class Decoder:
                 msgs = self._json_frame.decode(frame)
             else:
                 msgs = self._mp_frame.decode(frame)
-        except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
+        except (msgspec.DecodeError, msgspec.ValidationError, TypeError, UnicodeDecodeError):
             msgs = self._decode_leniently(frame, is_json, batch)
         self._build(msgs, is_json, batch)
         self._account(batch)
@@ -218,7 +220,7 @@ class Decoder:
         frame = bytes(frame)
         try:
             parts: list[bytes] | None = [bytes(r) for r in (self._json_raw if is_json else self._mp_raw).decode(frame)]
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
             parts = _split_json_array(frame) if is_json else _split_msgpack_array(frame)
         if parts is None:
             batch.n_messages += 1
@@ -232,7 +234,7 @@ class Decoder:
                 good.append(one.decode(part))
             except msgspec.ValidationError as exc:
                 self._classify_invalid(batch, part, anything, str(exc))
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
                 batch.n_messages += 1
                 self._drop(batch, DROP_MALFORMED_MESSAGE, str(exc))
         return good
@@ -243,7 +245,7 @@ class Decoder:
         try:
             obj = anything.decode(part)
             kind = obj.get("T") if isinstance(obj, dict) else None
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
             obj = None
         if isinstance(obj, dict) and "T" in obj and "Invalid value" in error and "`$.T`" in error:
             self._drop(batch, DROP_UNKNOWN_TYPE, f"T={str(kind)[:20]!r}")
