@@ -236,3 +236,19 @@ def test_stream_urls_and_config():
     client = StreamClient.from_config(alpaca, FeedConfig(symbols=("AAPL",), crypto_symbols=("BTC/USD",)), "crypto")
     assert client.crypto and client.wanted == {"trades": ["BTC/USD"], "quotes": ["BTC/USD"], "bars": ["BTC/USD"]}
     assert "s" not in repr(client).split("key_id=")[1].replace("SecretStr", "").strip("(')*")
+
+
+async def test_a_server_error_mid_stream_reconnects_and_a_fatal_one_stops():
+    async with MarketDataServer(SyntheticMarket(["AAPL", "MSFT"], seed=11), SIM) as server:
+        client = client_for(server, subscriptions={"quotes": ["*"]})
+        await client.connect(timeout=10)
+        server.inject_error(500)  # internal error: worth another try
+        await eventually(lambda: client.stats.connects == 2 and client.state == STREAMING, timeout=10)
+        assert client.stats.errors[500] == 1 and client.subscription.symbols("quotes") == ("*",)
+        server.inject_error(403)  # already authenticated: harmless, logged
+        await asyncio.sleep(0.1)
+        assert client.state == STREAMING and client.stats.connects == 2
+        server.inject_error(406)  # connection limit: no point retrying
+        with pytest.raises(FeedError) as info:
+            await asyncio.wait_for(client.wait_closed(), 10)
+        assert info.value.code == 406 and client.state == FAILED

@@ -227,6 +227,12 @@ class MarketDataServer:
         """While enabled, no market data is sent (connections stay open and answer pings)."""
         self._stalled = enabled
 
+    def inject_error(self, code: int) -> None:
+        """Send ``[{"T":"error","code":code,...}]`` to every authenticated client (e.g. 500 internal error)."""
+        for session in list(self._sessions):
+            if session.authenticated:
+                self._error(session, code)
+
     async def disconnect_all(self, code: int = 1001, reason: str = "going away") -> None:
         """Close every client connection but keep listening."""
         await asyncio.gather(*(s.ws.close(code, reason) for s in list(self._sessions)), return_exceptions=True)
