@@ -4,13 +4,17 @@ Same function names and signatures as ``gpu_kernels.features``. Panels are ``(ba
 float64; the result is one ``(n_features, bars, symbols)`` array whose feature order is
 ``indicator_steps.WINDOWED_KINDS`` x windows, then ``GLOBAL_KINDS``.
 
-Work is split into blocks of ``BLOCK`` neighbouring symbols (one or two cache lines of a panel row):
-``prange`` spreads (block, window) tasks over the cores and each task walks time with its symbols in
-the inner loop, so the state it touches stays in L1. The per-bar arithmetic is ``indicator_steps``,
-the same functions the streaming update below calls, so a stream equals the batch bit for bit.
+``prange`` spreads (block of ``BLOCK`` symbols, window) tasks over the cores; each task walks time
+with the block's symbols in a few small inner loops, each calling one branch-free lane function of
+``indicator_steps`` (scalars in, scalars out) so it vectorises across symbols; the state
+(``st[slot, symbol]``) stays in L1. The rare window-wide
+work (re-seeds, variance rebuilds) runs after the inner loop for the flagged symbols only.
+The streaming update calls the same step functions one symbol at a time, so it equals the batch.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numba import njit, prange
@@ -21,74 +25,161 @@ from cpu_fallback.indicator_steps import (
     G_MACD_SIGNAL,
     G_RANGE_BPS,
     GLOBAL_KINDS,
+    K_ATR,
+    K_BB_LOWER,
+    K_BB_MIDDLE,
+    K_BB_UPPER,
+    K_EMA,
+    K_LOGRET,
+    K_MOM,
+    K_ROC,
+    K_RSI,
+    K_SMA,
+    K_STDDEV,
+    K_VOL,
+    K_VOLZ,
+    K_VWAP,
+    M_FAST,
+    M_FAST_SUM,
+    M_LINE_SUM,
+    M_SIGNAL,
+    M_SLOW,
+    M_SLOW_SUM,
     N_MACD_STATE,
     N_STATE,
     N_WINDOWED_KINDS,
+    S_ATR,
+    S_EMA,
+    S_GAIN,
+    S_LAST_VAR_C,
+    S_LOSS,
+    S_SUM_C,
+    S_SUM_PV,
+    S_SUM_VOL,
+    S_VAR_C,
+    S_VAR_R,
+    S_VAR_V,
     advance_count,
-    bar_inputs,
+    bar_lane,
+    close_window_lane,
+    macd_lane,
     macd_step,
+    change_lane,
+    return_window_lane,
     run_length,
-    window_features,
+    volume_window_lane,
+    wilder_lane,
+    window_fixup,
+    window_step,
 )
 
-BLOCK = 16  # symbols per task: 128 bytes of a float64 panel row
+__all__ = ["BLOCK", "N_MACD_STATE", "N_STATE", "compute_feature_panel", "n_features", "stream_reset", "stream_update"]
+
+BLOCK = 64  # symbols per task: 512 bytes of a float64 panel row, a few SIMD vectors wide
 
 
 def n_features(n_windows: int) -> int:
     return N_WINDOWED_KINDS * n_windows + len(GLOBAL_KINDS)
 
 
-@njit(cache=True, parallel=True)
+# Inner loops keep their state and outputs in one flat per-task array with rows BLOCK apart: a
+# constant stride lets LLVM prove the rows never overlap, which it needs before it will vectorise.
+# error_model="numpy" drops Python's division-by-zero checks, whose early exits also block SIMD.
+N_BAR_OUT = 7  # bar pass scratch rows: log return, true range, pv, range_bps, macd, signal, hist
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
 def _bar_pass(high, low, close, volume, vwap, has_vwap, macd_fast, macd_slow, macd_signal, n_windows,
-              log_return, true_range, pv, out):
-    """Per-bar series (log return, true range, price*volume), MACD and range_bps for every symbol."""
-    n_bars, n_symbols = close.shape
+              log_close, log_return, true_range, pv, out):
+    """Per-bar series (log close, log return, true range, price*volume), MACD and range_bps."""
+    n_symbols = close.shape[1]
     n_blocks = (n_symbols + BLOCK - 1) // BLOCK
-    g0 = N_WINDOWED_KINDS * n_windows
     for b in prange(n_blocks):
-        s0 = b * BLOCK
-        s1 = min(n_symbols, s0 + BLOCK)
-        macd_state = np.zeros((s1 - s0, N_MACD_STATE))
-        n_close = np.zeros(s1 - s0, np.int64)
+        _bar_task(high, low, close, volume, vwap, has_vwap, macd_fast, macd_slow, macd_signal, n_windows,
+                  log_close, log_return, true_range, pv, out, b * BLOCK, min(n_symbols, b * BLOCK + BLOCK))
+
+
+@njit(cache=True, error_model="numpy")
+def _bar_task(high, low, close, volume, vwap, has_vwap, macd_fast, macd_slow, macd_signal, n_windows,
+              log_close, log_return, true_range, pv, out, s0, s1):
+    """The bar pass for symbols s0..s1 (a serial function: LLVM vectorises it better than a parfor body)."""
+    n_bars = close.shape[0]
+    g0 = N_WINDOWED_KINDS * n_windows
+    if True:
+        work = np.zeros((N_MACD_STATE + N_BAR_OUT) * BLOCK)
+        n_close = np.zeros(BLOCK, np.int64)
+        o = N_MACD_STATE * BLOCK  # first scratch output row
         for t in range(n_bars):
+            for s in range(s0, s1):
+                log_close[t, s] = math.log(close[t, s])  # libm, like the streaming path
+            prev = t - 1 if t > 0 else 0
+            first_bar = t == 0
+            for s in range(s0, s1):
+                i = s - s0
+                prev_close = np.nan if first_bar else close[prev, s]
+                prev_log_close = np.nan if first_bar else log_close[prev, s]
+                bar_vwap = vwap[t, s] if has_vwap else np.nan
+                work[o + i], work[o + BLOCK + i], work[o + 2 * BLOCK + i], work[o + 3 * BLOCK + i] = bar_lane(
+                    high[t, s], low[t, s], close[t, s], volume[t, s], bar_vwap, prev_close,
+                    log_close[t, s], prev_log_close)
             for s in range(s0, s1):
                 i = s - s0
                 c = close[t, s]
-                prev_close = close[t - 1, s] if t > 0 else np.nan
-                bar_vwap = vwap[t, s] if has_vwap else np.nan
-                r, tr, p, range_bps = bar_inputs(high[t, s], low[t, s], c, volume[t, s], bar_vwap, prev_close)
-                log_return[t, s] = r
-                true_range[t, s] = tr
-                pv[t, s] = p
-                n_close[i] = advance_count(n_close[i], c == c)
-                line, signal, hist = macd_step(macd_state[i], n_close[i], macd_fast, macd_slow, macd_signal,
-                                               c, close, s, t, n_bars)
-                out[g0 + G_MACD, t, s] = line
-                out[g0 + G_MACD_SIGNAL, t, s] = signal
-                out[g0 + G_MACD_HIST, t, s] = hist
-                out[g0 + G_RANGE_BPS, t, s] = range_bps
+                n = advance_count(n_close[i], c == c)
+                n_close[i] = n
+                (work[M_FAST * BLOCK + i], work[M_SLOW * BLOCK + i], work[M_SIGNAL * BLOCK + i],
+                 work[M_SLOW_SUM * BLOCK + i], work[M_FAST_SUM * BLOCK + i], work[M_LINE_SUM * BLOCK + i],
+                 work[o + 4 * BLOCK + i], work[o + 5 * BLOCK + i], work[o + 6 * BLOCK + i]) = macd_lane(
+                    work[M_FAST * BLOCK + i], work[M_SLOW * BLOCK + i], work[M_SIGNAL * BLOCK + i],
+                    work[M_SLOW_SUM * BLOCK + i], work[M_FAST_SUM * BLOCK + i], work[M_LINE_SUM * BLOCK + i],
+                    n, macd_fast, macd_slow, macd_signal, c)
+            for s in range(s0, s1):
+                log_return[t, s] = work[o + s - s0]
+            for s in range(s0, s1):
+                true_range[t, s] = work[o + BLOCK + s - s0]
+            for s in range(s0, s1):
+                pv[t, s] = work[o + 2 * BLOCK + s - s0]
+            for s in range(s0, s1):
+                out[g0 + G_RANGE_BPS, t, s] = work[o + 3 * BLOCK + s - s0]
+            for s in range(s0, s1):
+                out[g0 + G_MACD, t, s] = work[o + 4 * BLOCK + s - s0]
+            for s in range(s0, s1):
+                out[g0 + G_MACD_SIGNAL, t, s] = work[o + 5 * BLOCK + s - s0]
+            for s in range(s0, s1):
+                out[g0 + G_MACD_HIST, t, s] = work[o + 6 * BLOCK + s - s0]
 
 
-@njit(cache=True, parallel=True)
-def _window_pass(high, low, close, volume, log_return, true_range, pv, windows, out):
+@njit(cache=True, parallel=True, error_model="numpy")
+def _window_pass(high, low, close, volume, log_close, log_return, true_range, pv, windows, out):
     """Every windowed feature: one task per (symbol block, window)."""
-    n_bars, n_symbols = close.shape
+    n_symbols = close.shape[1]
     nw = windows.shape[0]
     n_blocks = (n_symbols + BLOCK - 1) // BLOCK
     for task in prange(n_blocks * nw):
         b = task // nw
-        j = task % nw
-        w = windows[j]
-        s0 = b * BLOCK
-        s1 = min(n_symbols, s0 + BLOCK)
+        _window_task(high, low, close, volume, log_close, log_return, true_range, pv, windows[task % nw],
+                     task % nw, nw, out, b * BLOCK, min(n_symbols, b * BLOCK + BLOCK))
+
+
+@njit(cache=True, error_model="numpy")
+def _window_task(high, low, close, volume, log_close, log_return, true_range, pv, w, j, nw, out, s0, s1):
+    """Window w (index j of nw) for symbols s0..s1: small loops over the block's symbols per bar."""
+    n_bars = close.shape[0]
+    if True:
         width = s1 - s0
-        state = np.zeros((width, N_STATE))
-        n_c = np.zeros(width, np.int64)
-        n_hlc = np.zeros(width, np.int64)
-        n_r = np.zeros(width, np.int64)
-        n_v = np.zeros(width, np.int64)
-        n_pv = np.zeros(width, np.int64)
+        # rows 0..N_STATE-1: state; then one scratch row per windowed feature kind
+        work = np.zeros((N_STATE + N_WINDOWED_KINDS) * BLOCK)
+        st = work[: N_STATE * BLOCK].reshape((N_STATE, BLOCK))
+        scratch = work[N_STATE * BLOCK:].reshape((N_WINDOWED_KINDS, 1, BLOCK))
+        o = N_STATE * BLOCK
+        cnt = np.zeros(5 * BLOCK, np.int64)  # close, high/low/close, return, volume, pv counters
+        flags = np.zeros(BLOCK, np.int64)
         for t in range(n_bars):
+            # rows w and w-1 bars back; clamped rows are read but never used (the lanes select them away)
+            old = t - w if t >= w else 0
+            trail = t - w + 1 if t >= w - 1 else 0
+            prev = t - 1 if t > 0 else 0
+            first_bar = t == 0
             for s in range(s0, s1):
                 i = s - s0
                 c = close[t, s]
@@ -97,28 +188,79 @@ def _window_pass(high, low, close, volume, log_return, true_range, pv, windows, 
                 r = log_return[t, s]
                 v = volume[t, s]
                 p = pv[t, s]
-                n_c[i] = advance_count(n_c[i], c == c)
-                n_hlc[i] = advance_count(n_hlc[i], c == c and h == h and lo == lo)
-                n_r[i] = run_length(n_r[i], r == r)
-                n_v[i] = run_length(n_v[i], v == v)
-                n_pv[i] = run_length(n_pv[i], p == p)
-                prev_close = close[t - 1, s] if t > 0 else np.nan
-                window_features(state[i], j, nw, w, n_c[i], n_hlc[i], n_r[i], n_v[i], n_pv[i], t + 1,
-                                c, prev_close, true_range[t, s], r, v, p,
-                                close, log_return, volume, pv, s, t, n_bars, out, t, s)
+                cnt[i] = advance_count(cnt[i], c == c)
+                cnt[BLOCK + i] = advance_count(cnt[BLOCK + i], (c == c) & (h == h) & (lo == lo))
+                cnt[2 * BLOCK + i] = run_length(cnt[2 * BLOCK + i], r == r)
+                cnt[3 * BLOCK + i] = run_length(cnt[3 * BLOCK + i], v == v)
+                cnt[4 * BLOCK + i] = run_length(cnt[4 * BLOCK + i], p == p)
+            for s in range(s0, s1):
+                i = s - s0
+                (work[S_SUM_C * BLOCK + i], work[S_EMA * BLOCK + i], work[S_VAR_C * BLOCK + i],
+                 work[(S_VAR_C + 1) * BLOCK + i], work[(S_VAR_C + 2) * BLOCK + i], work[(S_VAR_C + 3) * BLOCK + i],
+                 work[(S_VAR_C + 4) * BLOCK + i], work[S_LAST_VAR_C * BLOCK + i],
+                 work[o + K_SMA * BLOCK + i], work[o + K_EMA * BLOCK + i], work[o + K_STDDEV * BLOCK + i],
+                 work[o + K_BB_UPPER * BLOCK + i], work[o + K_BB_LOWER * BLOCK + i], flags[i]) = close_window_lane(
+                    work[S_SUM_C * BLOCK + i], work[S_EMA * BLOCK + i], work[S_VAR_C * BLOCK + i],
+                    work[(S_VAR_C + 1) * BLOCK + i], work[(S_VAR_C + 2) * BLOCK + i],
+                    work[(S_VAR_C + 3) * BLOCK + i], work[(S_VAR_C + 4) * BLOCK + i], cnt[i], w,
+                    close[t, s], close[old, s], close[trail, s])
+            for s in range(s0, s1):
+                i = s - s0
+                prev_close = np.nan if first_bar else close[prev, s]
+                (work[S_GAIN * BLOCK + i], work[S_LOSS * BLOCK + i], work[S_ATR * BLOCK + i],
+                 work[o + K_RSI * BLOCK + i], work[o + K_ATR * BLOCK + i]) = wilder_lane(
+                    work[S_GAIN * BLOCK + i], work[S_LOSS * BLOCK + i], work[S_ATR * BLOCK + i], cnt[i],
+                    cnt[BLOCK + i], w, close[t, s], prev_close, true_range[t, s])
+            for s in range(s0, s1):
+                i = s - s0
+                work[o + K_MOM * BLOCK + i], work[o + K_ROC * BLOCK + i], work[o + K_LOGRET * BLOCK + i] = change_lane(
+                    cnt[i], t + 1, w, close[t, s], close[old, s], log_close[t, s], log_close[old, s])
+            for s in range(s0, s1):
+                i = s - s0
+                (work[S_VAR_R * BLOCK + i], work[(S_VAR_R + 1) * BLOCK + i], work[(S_VAR_R + 2) * BLOCK + i],
+                 work[(S_VAR_R + 3) * BLOCK + i], work[(S_VAR_R + 4) * BLOCK + i], work[o + K_VOL * BLOCK + i],
+                 flags_r) = return_window_lane(
+                    work[S_VAR_R * BLOCK + i], work[(S_VAR_R + 1) * BLOCK + i], work[(S_VAR_R + 2) * BLOCK + i],
+                    work[(S_VAR_R + 3) * BLOCK + i], work[(S_VAR_R + 4) * BLOCK + i], cnt[2 * BLOCK + i], w,
+                    log_return[t, s], log_return[trail, s])
+                flags[i] |= flags_r
+            for s in range(s0, s1):
+                i = s - s0
+                (work[S_SUM_PV * BLOCK + i], work[S_SUM_VOL * BLOCK + i], work[S_VAR_V * BLOCK + i],
+                 work[(S_VAR_V + 1) * BLOCK + i], work[(S_VAR_V + 2) * BLOCK + i], work[(S_VAR_V + 3) * BLOCK + i],
+                 work[(S_VAR_V + 4) * BLOCK + i], work[o + K_VWAP * BLOCK + i], work[o + K_VOLZ * BLOCK + i],
+                 flags_v) = volume_window_lane(
+                    work[S_SUM_PV * BLOCK + i], work[S_SUM_VOL * BLOCK + i], work[S_VAR_V * BLOCK + i],
+                    work[(S_VAR_V + 1) * BLOCK + i], work[(S_VAR_V + 2) * BLOCK + i],
+                    work[(S_VAR_V + 3) * BLOCK + i], work[(S_VAR_V + 4) * BLOCK + i], cnt[4 * BLOCK + i],
+                    cnt[3 * BLOCK + i], w, pv[t, s], pv[old, s], volume[t, s], volume[old, s], volume[trail, s])
+                flags[i] |= flags_v
+            for i in range(width):
+                if flags[i] != 0:
+                    window_fixup(flags[i], st, i, w, 0, 1, cnt[3 * BLOCK + i], cnt[4 * BLOCK + i],
+                                 close, log_return, volume, pv, s0 + i, t, n_bars, scratch, 0, i)
+            for kind in range(N_WINDOWED_KINDS):
+                f = kind * nw + j
+                row = o + (K_SMA if kind == K_BB_MIDDLE else kind) * BLOCK  # the middle band is the SMA
+                for s in range(s0, s1):
+                    out[f, t, s] = work[row + s - s0]
 
 
-def compute_feature_panel(high, low, close, volume, vwap, windows, macd, out_dtype):
+def compute_feature_panel(high, low, close, volume, vwap, windows, macd, out_dtype, out=None):
     """All features of ``(bars, symbols)`` float64 panels; returns ``(n_features, bars, symbols)``.
 
     ``vwap`` may be None (the typical price is used); ``windows`` an int64 array of windows >= 2;
     ``macd`` a (fast, slow, signal) triple; ``out_dtype`` float64 or float32 (computed in float64).
+    ``out`` may be a preallocated result array to fill (reusing one avoids page faults on big panels).
     """
     n_bars, n_symbols = close.shape
     windows = np.ascontiguousarray(windows, dtype=np.int64)
-    out = np.empty((n_features(len(windows)), n_bars, n_symbols), dtype=out_dtype)
+    shape = (n_features(len(windows)), n_bars, n_symbols)
+    if out is None:
+        out = np.empty(shape, dtype=out_dtype)
     if n_bars == 0 or n_symbols == 0:
         return out
+    log_close = np.empty((n_bars, n_symbols))
     log_return = np.empty((n_bars, n_symbols))
     true_range = np.empty((n_bars, n_symbols))
     pv = np.empty((n_bars, n_symbols))
@@ -126,48 +268,57 @@ def compute_feature_panel(high, low, close, volume, vwap, windows, macd, out_dty
     vwap_panel = vwap if has_vwap else np.empty((1, 1))
     fast, slow, signal = (int(p) for p in macd)
     _bar_pass(high, low, close, volume, vwap_panel, has_vwap, fast, slow, signal, len(windows),
-              log_return, true_range, pv, out)
-    _window_pass(high, low, close, volume, log_return, true_range, pv, windows, out)
+              log_close, log_return, true_range, pv, out)
+    _window_pass(high, low, close, volume, log_close, log_return, true_range, pv, windows, out)
     return out
 
 
 # ----------------------------------------------------------------------------------------- streaming
 
-N_STATE = N_STATE  # re-exported for the streaming state layout
-N_MACD_STATE = N_MACD_STATE
-
 C_CLOSE, C_HLC, C_RET, C_VOL, C_PV, C_SEEN = 0, 1, 2, 3, 4, 5
 N_COUNTERS = 6
+R_CLOSE, R_LOG_CLOSE, R_RETURN, R_VOLUME, R_PV = 0, 1, 2, 3, 4
+N_RINGS = 5
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def stream_update(symbol_ids, high, low, close, volume, vwap, windows, macd_fast, macd_slow, macd_signal,
-                  counters, close_ring, return_ring, volume_ring, pv_ring, window_state, macd_state, out):
+                  counters, rings, window_state, macd_state, out):
     """Advance the streaming state by one bar for each ``symbol_ids[k]`` (in order); row k -> ``out[:, 0, k]``.
 
-    ``counters`` (symbols, 6) int64; rings (ring_len, symbols) float64 holding the last bars;
-    ``window_state`` (symbols, windows, N_STATE); ``macd_state`` (symbols, N_MACD_STATE).
+    ``counters`` (symbols, 6) int64; ``rings`` (5, ring_len, symbols) float64 holding the last bars
+    (close, log close, log return, volume, price*volume); ``window_state`` (symbols, N_STATE, windows);
+    ``macd_state`` (symbols, N_MACD_STATE, 1).
     """
-    ring_len = close_ring.shape[0]
+    ring_len = rings.shape[1]
     nw = windows.shape[0]
     g0 = N_WINDOWED_KINDS * nw
+    close_ring = rings[R_CLOSE]
+    log_close_ring = rings[R_LOG_CLOSE]
+    return_ring = rings[R_RETURN]
+    volume_ring = rings[R_VOLUME]
+    pv_ring = rings[R_PV]
     for k in range(symbol_ids.shape[0]):
         s = symbol_ids[k]
         m = counters[s, C_SEEN] + 1
         counters[s, C_SEEN] = m
         row = (m - 1) % ring_len
-        prev_close = close_ring[(row - 1 + ring_len) % ring_len, s] if m > 1 else np.nan
+        prev = (row - 1 + ring_len) % ring_len
         c = close[k]
         h = high[k]
         lo = low[k]
         v = volume[k]
-        r, tr, p, range_bps = bar_inputs(h, lo, c, v, vwap[k], prev_close)
+        lc = math.log(c)
+        prev_close = close_ring[prev, s] if m > 1 else np.nan
+        prev_log_close = log_close_ring[prev, s] if m > 1 else np.nan
+        r, tr, p, range_bps = bar_lane(h, lo, c, v, vwap[k], prev_close, lc, prev_log_close)
         close_ring[row, s] = c
+        log_close_ring[row, s] = lc
         return_ring[row, s] = r
         volume_ring[row, s] = v
         pv_ring[row, s] = p
         n_c = advance_count(counters[s, C_CLOSE], c == c)
-        n_hlc = advance_count(counters[s, C_HLC], c == c and h == h and lo == lo)
+        n_hlc = advance_count(counters[s, C_HLC], (c == c) & (h == h) & (lo == lo))
         n_r = run_length(counters[s, C_RET], r == r)
         n_v = run_length(counters[s, C_VOL], v == v)
         n_pv = run_length(counters[s, C_PV], p == p)
@@ -176,25 +327,30 @@ def stream_update(symbol_ids, high, low, close, volume, vwap, windows, macd_fast
         counters[s, C_RET] = n_r
         counters[s, C_VOL] = n_v
         counters[s, C_PV] = n_pv
+        st = window_state[s]
         for j in range(nw):
-            window_features(window_state[s, j], j, nw, windows[j], n_c, n_hlc, n_r, n_v, n_pv, m,
-                            c, prev_close, tr, r, v, p,
-                            close_ring, return_ring, volume_ring, pv_ring, s, row, ring_len, out, 0, k)
-        line, signal, hist = macd_step(macd_state[s], n_c, macd_fast, macd_slow, macd_signal,
-                                       c, close_ring, s, row, ring_len)
+            w = windows[j]
+            old = (row - w + ring_len) % ring_len
+            trail = (row - w + 1 + ring_len) % ring_len
+            flags = window_step(
+                st, j, w, j, nw, m, n_c, n_hlc, n_r, n_v, n_pv,
+                c, close_ring[old, s], close_ring[trail, s], prev_close, tr,
+                lc, log_close_ring[old, s], r, return_ring[trail, s],
+                v, volume_ring[old, s], volume_ring[trail, s], p, pv_ring[old, s], out, 0, k)
+            if flags != 0:
+                window_fixup(flags, st, j, w, j, nw, n_v, n_pv,
+                             close_ring, return_ring, volume_ring, pv_ring, s, row, ring_len, out, 0, k)
+        line, signal, hist = macd_step(macd_state[s], 0, n_c, macd_fast, macd_slow, macd_signal, c)
         out[g0 + G_MACD, 0, k] = line
         out[g0 + G_MACD_SIGNAL, 0, k] = signal
         out[g0 + G_MACD_HIST, 0, k] = hist
         out[g0 + G_RANGE_BPS, 0, k] = range_bps
 
 
-@njit(cache=True)
-def stream_reset(symbol_id, counters, close_ring, return_ring, volume_ring, pv_ring, window_state, macd_state):
+@njit(cache=True, error_model="numpy")
+def stream_reset(symbol_id, counters, rings, window_state, macd_state):
     """Forget everything about one symbol: its next bar is its first."""
     counters[symbol_id, :] = 0
-    close_ring[:, symbol_id] = np.nan
-    return_ring[:, symbol_id] = np.nan
-    volume_ring[:, symbol_id] = np.nan
-    pv_ring[:, symbol_id] = np.nan
+    rings[:, :, symbol_id] = np.nan
     window_state[symbol_id, :, :] = 0.0
-    macd_state[symbol_id, :] = 0.0
+    macd_state[symbol_id, :, :] = 0.0

@@ -1,4 +1,8 @@
-"""Fused multiply-add ``fma(a, b, c) = a*b + c`` rounded once, callable from numba code on any target.
+"""Fused multiply-add and square root as LLVM intrinsics, callable from numba code on any target.
+
+``sqrt`` exists because numba lowers ``math.sqrt`` to a libm call, which LLVM cannot vectorise; the
+``llvm.sqrt`` intrinsic is the same correctly rounded IEEE operation (NaN for negative input) and
+becomes one SIMD instruction.
 
 TA-Lib's EMA step is ``fma(x - ema, k, ema)``; rounding once instead of twice is what makes our EMA
 and MACD agree with it bit for bit. Numba has no ``math.fma`` before Python 3.13, so compiled code
@@ -39,5 +43,30 @@ def _llvm_fma(typingctx, a, b, c):  # noqa: ARG001 - numba's intrinsic signature
 def _fma_compiled(a, b, c):
     def impl(a, b, c):
         return _llvm_fma(float(a), float(b), float(c))
+
+    return impl
+
+
+def sqrt(x: float) -> float:
+    """IEEE square root; NaN (not an exception) for negative input, as in compiled code."""
+    return math.sqrt(x) if x >= 0.0 else (x if x != x else math.nan)
+
+
+@intrinsic
+def _llvm_sqrt(typingctx, x):  # noqa: ARG001 - numba's intrinsic signature
+    sig = types.float64(types.float64)
+
+    def codegen(context, builder, signature, args):  # noqa: ARG001
+        f64 = ir.DoubleType()
+        fn = builder.module.declare_intrinsic("llvm.sqrt", [f64], ir.FunctionType(f64, [f64]))
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+@overload(sqrt)
+def _sqrt_compiled(x):
+    def impl(x):
+        return _llvm_sqrt(float(x))
 
     return impl

@@ -1,44 +1,45 @@
 """One-bar indicator steps: the single arithmetic shared by batch (CPU and GPU) and streaming features.
 
-Every function here advances the state of one (symbol, window) by one bar. The batch drivers call
-them over time-major panels; the streaming driver calls them on ring buffers; the GPU kernels call
-the same functions compiled for the device. Sharing the steps is what makes streaming equal batch bit
-for bit, so nothing here may use ``fastmath`` (it would let LLVM reassociate one path and not the other).
+Each ``*_lane`` function advances one (symbol, window) by one bar: scalars in, scalars out, no branches
+that depend on data (selects only), so the batch CPU loop over a block of symbols vectorises with
+SIMD. Rare work that needs the whole window (re-seeding a running sum, rebuilding a variance) is
+flagged by the lanes and done by ``window_fixup``. The batch drivers (``cpu_fallback.features``,
+``gpu_kernels.features``) and the streaming update call these same functions in the same order, which
+is why a stream equals the batch bit for bit. Nothing here may use ``fastmath``.
 
-Window history is read from ``buf[row, col]`` with ``row`` taken modulo ``nrows``: for a batch panel
-``nrows`` is the number of bars (no wrap ever happens), for a streaming ring it is the ring length.
+State lives in 2-D arrays ``st[slot, lane]``: a lane is a symbol in a batch block, a window in a
+symbol's streaming state. Window history is read from ``buf[row % nrows, col]``: a batch panel
+(``nrows`` = bars, no wrap) or a streaming ring buffer.
 
-Definitions (TA-Lib's, checked against TA-Lib 0.6+/0.8 in the tests):
+Definitions (TA-Lib's, checked against the installed TA-Lib in the tests):
 
-- ``n`` counts bars since a symbol's first usable input (TA-Lib skips leading NaN); a NaN after that
-  start poisons running sums and recurrences exactly as it does inside TA-Lib (SMA, EMA, ATR, MACD stay
-  NaN, RSI reads 0, STDDEV recovers at its next rebuild).
-- SMA: running sum, ``sum / w``; re-seeded from the window every ``RESEED_EVERY`` bars so long series
-  do not drift.
-- EMA: seed = SMA of the first ``w`` values, then ``fma(x - ema, k, ema)`` with ``k = 2 / (w + 1)``.
-- Variance (STDDEV, Bollinger): population variance from sums of deviations from an anchor, rebuilt by
-  a two-pass over the window every ``32 w`` bars or when it collapses below 1e-6 of the largest mean
-  squared deviation since the last rebuild (TA-Lib's cancellation-free scheme).
-- RSI: Wilder averages of gains and losses seeded with their mean over ``w`` changes; 0 when both are 0.
-- ATR: Wilder average of the true range from bar 1, seeded with the mean of the first ``w`` ranges.
-- MACD: slow EMA seeded at bar ``slow - 1``; fast EMA seeded at the same bar with the SMA of the last
-  ``fast`` values; signal = EMA of the MACD line; all three start at bar ``slow + signal - 2``.
+- ``n`` counts bars since a symbol's first usable input (TA-Lib skips leading NaN). A NaN after that
+  start poisons running sums and recurrences exactly as inside TA-Lib: SMA, EMA, ATR and MACD stay
+  NaN, RSI reads 0, STDDEV recovers at its next rebuild.
+- SMA: running sum / w; re-seeded from the window every ``RESEED_EVERY`` bars so long series do not drift.
+- EMA: seed = SMA of the first w values, then ``fma(x - ema, k, ema)``, ``k = 2 / (w + 1)``.
+- Variance (STDDEV, Bollinger, vol, volz): population variance from sums of deviations from an
+  anchor, rebuilt by a two-pass over the window at least every 32 windows or when it falls below 1e-6
+  of the largest mean squared deviation since the last rebuild (TA-Lib's cancellation-free scheme).
+- RSI: Wilder averages of gains and losses seeded with their mean over w changes; 0 when both are 0.
+- ATR: Wilder average of the true range from the second bar, seeded with the mean of w ranges.
+- MACD: both EMAs seeded at bar ``slow - 1`` (the fast one with the SMA of the last ``fast`` values),
+  signal = EMA of the MACD line; all three start at bar ``slow + signal - 2``.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit
 
-from cpu_fallback.fused import fma
+from cpu_fallback.fused import fma, sqrt
 
 NAN = np.nan
-RESEED_EVERY = 4096  # bars between re-seeds of plain running sums (SMA, VWAP)
-REBUILD_WINDOWS = 32  # a variance is rebuilt by a two-pass at least every 32 windows
+RESEED_EVERY = 4096  # bars between re-seeds of plain running sums (a power of two: a mask, not a division)
+REBUILD_WINDOWS = 32.0  # a variance is rebuilt by a two-pass at least every 32 windows
 COLLAPSE_RATIO = 1e-6  # rebuild when the variance falls below this share of the peak mean square
 FLOOR_RATIO = 1e-12  # after a rebuild, a variance below this share of the mean square is 0
+BB_K = 2.0  # Bollinger band half-width in population standard deviations
 
 # per (symbol, window) state slots
 S_SUM_C = 0  # running sum of closes (SMA, EMA seed)
@@ -46,18 +47,22 @@ S_EMA = 1
 S_GAIN = 2
 S_LOSS = 3
 S_ATR = 4
-S_VAR_C = 5  # 5 slots each: anchor, sum of deviations, sum of squared deviations, peak, countdown
+S_VAR_C = 5  # 5 slots per variance: anchor, sum of deviations, sum of squares, peak, countdown
 S_VAR_R = 10  # one-bar log returns (vol)
-S_VAR_V = 15  # volume (volz)
+S_VAR_V = 15  # volumes (volz)
 S_SUM_PV = 20  # running sum of price * volume (vwap)
 S_SUM_VOL = 21  # running sum of volume (vwap)
-N_STATE = 22
+S_LAST_VAR_C = 22  # this bar's close variance, for a fix-up that re-seeds only the sum
+N_STATE = 23
 
 # per symbol MACD state slots
-M_FAST, M_SLOW, M_SIGNAL, M_SLOW_SUM, M_LINE_SUM = 0, 1, 2, 3, 4
-N_MACD_STATE = 5
+M_FAST, M_SLOW, M_SIGNAL, M_SLOW_SUM, M_FAST_SUM, M_LINE_SUM = 0, 1, 2, 3, 4, 5
+N_MACD_STATE = 6
 
-# windowed feature kinds, in output order; output index = kind * n_windows + window index
+# fix-up flags returned by the window lanes
+FIX_SUM_C, FIX_VAR_C, FIX_VAR_R, FIX_VAR_V, FIX_VWAP = 1, 2, 4, 8, 16
+
+# windowed feature kinds in output order; output index = kind * n_windows + window index
 K_SMA, K_EMA, K_RSI, K_ATR, K_STDDEV, K_BB_UPPER, K_BB_MIDDLE, K_BB_LOWER = 0, 1, 2, 3, 4, 5, 6, 7
 K_MOM, K_ROC, K_LOGRET, K_VOL, K_VWAP, K_VOLZ = 8, 9, 10, 11, 12, 13
 N_WINDOWED_KINDS = 14
@@ -68,52 +73,137 @@ WINDOWED_KINDS = (
 # window-free features follow the windowed block
 G_MACD, G_MACD_SIGNAL, G_MACD_HIST, G_RANGE_BPS = 0, 1, 2, 3
 GLOBAL_KINDS = ("macd", "macd_signal", "macd_hist", "range_bps")
-BB_K = 2.0  # Bollinger band width in population standard deviations
 
 
-@njit(cache=True)
-def bar_inputs(high, low, close, volume, bar_vwap, prev_close):
-    """Per-bar derived series: (one-bar log return, true range, price * volume, range in bps).
+# ------------------------------------------------------------------------------------------- per bar
 
-    True range follows TA-Lib's TRANGE comparisons (a NaN previous close leaves high - low).
-    The VWAP price is the bar's own vwap when present, else the typical price (h + l + c) / 3.
+
+@njit(cache=True, error_model="numpy")
+def bar_lane(high, low, close, volume, bar_vwap, prev_close, log_close, prev_log_close):
+    """Per-bar series: (one-bar log return, true range, price * volume, high-low range in bps).
+
+    The log return is ln(close) - ln(prev close) from the logs the caller took once per bar. True
+    range uses TA-Lib's TRANGE comparisons (a NaN previous close leaves high - low). The VWAP price is
+    the bar's own vwap when present, else the typical price (high + low + close) / 3.
     """
-    log_return = math.log(close / prev_close)
     true_range = high - low
     up = abs(prev_close - high)
-    if up > true_range:
-        true_range = up
+    true_range = up if up > true_range else true_range
     down = abs(prev_close - low)
-    if down > true_range:
-        true_range = down
+    true_range = down if down > true_range else true_range
     price = bar_vwap if bar_vwap == bar_vwap else (high + low + close) / 3.0
-    return log_return, true_range, price * volume, (high - low) / close * 1e4
+    return log_close - prev_log_close, true_range, price * volume, (high - low) / close * 1e4
 
 
-@njit(cache=True)
-def advance_count(n, started_now):
-    """Bars since the start: 0 until the first usable bar, then 1, 2, ... (TA-Lib start rule)."""
-    if n > 0 or started_now:
-        return n + 1
-    return 0
+@njit(cache=True, error_model="numpy")
+def advance_count(n, usable):
+    """Bars since the start: 0 until the first usable bar, then 1, 2, ... (TA-Lib skips leading NaN)."""
+    return n + 1 if (n > 0) | usable else 0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def run_length(n, usable):
     """Bars since the last unusable (NaN) input: window-local features restart after a gap."""
     return n + 1 if usable else 0
 
 
-@njit(cache=True)
+# ------------------------------------------------------------------------------------ window pieces
+
+
+@njit(cache=True, error_model="numpy")
+def sum_lane(total, n, w, x, x_old):
+    """Running window sum in TA-Lib's order (drop the old value, then add the new); (new total, output)."""
+    grown = (0.0 if n == 1 else total) + x
+    slid = (total - x_old) + x
+    new = grown if n <= w else slid
+    return new, (new if n >= w else NAN)
+
+
+@njit(cache=True, error_model="numpy")
+def reseed_due(n, w):
+    return (n > w) & ((n & (RESEED_EVERY - 1)) == 0)
+
+
+@njit(cache=True, error_model="numpy")
+def ema_lane(ema, n, w, x, seed_sum):
+    """EMA seeded with the SMA of the first w values (the running sum at n == w); (new ema, output)."""
+    stepped = fma(x - ema, 2.0 / (w + 1), ema)
+    new = seed_sum / w if n == w else stepped
+    new = ema if n < w else new
+    return new, (new if n >= w else NAN)
+
+
+@njit(cache=True, error_model="numpy")
+def rsi_lane(gain, loss, n, w, x, prev):
+    """Wilder RSI; (gain, loss, output). Changes are summed for w bars, then averaged and smoothed."""
+    change = x - prev
+    seeding = n <= w + 1
+    g = gain if seeding else gain * (w - 1)
+    lo = loss if seeding else loss * (w - 1)
+    falling = change < 0.0
+    g = g if falling else g + change
+    lo = lo - change if falling else lo
+    averaged = n >= w + 1
+    g = g / w if averaged else g
+    lo = lo / w if averaged else lo
+    g = 0.0 if n <= 1 else g
+    lo = 0.0 if n <= 1 else lo
+    total = g + lo
+    rsi = 100.0 * (g / total) if total > 0.0 else 0.0
+    return g, lo, (rsi if averaged else NAN)
+
+
+@njit(cache=True, error_model="numpy")
+def atr_lane(atr, n, w, true_range):
+    """Wilder ATR over true ranges from the second bar on; (new atr, output)."""
+    averaged = n >= w + 1
+    base = atr * (w - 1) if n > w + 1 else atr
+    acc = base + true_range
+    new = acc / w if averaged else acc
+    new = 0.0 if n <= 1 else new
+    return new, (new if averaged else NAN)
+
+
+@njit(cache=True, error_model="numpy")
+def moments_lane(anchor, s1, s2, peak, countdown, n, w, x, x_trail):
+    """Population variance of the last w values and x's deviation from their mean, on running sums.
+
+    Returns (anchor, s1, s2, peak, countdown, variance, deviation, rebuild): the output pair is NaN
+    until the window is full; ``x_trail`` (the window's oldest value) is dropped after the output;
+    ``rebuild`` asks for ``moments_rebuild`` on this bar.
+    """
+    inv = 1.0 / w
+    first = n == 1
+    a = x if first else anchor
+    d = x - a
+    t1 = (0.0 if first else s1) + d
+    t2 = (0.0 if first else s2) + d * d
+    full = n >= w
+    pk = t2 if t2 > peak else peak
+    mean = t1 * inv
+    var = t2 * inv - mean * mean
+    dev = d - mean
+    dt = x_trail - a
+    cd = countdown - 1.0
+    rebuild = full & ((var < COLLAPSE_RATIO * (pk * inv)) | (cd <= 0.0))
+    init_end = n == w - 1
+    new_s1 = t1 - dt if full else t1
+    new_s2 = t2 - dt * dt if full else t2
+    new_peak = pk if full else (t2 if init_end else peak)
+    new_cd = cd if full else (REBUILD_WINDOWS * w if init_end else countdown)
+    return a, new_s1, new_s2, new_peak, new_cd, (var if full else NAN), (dev if full else NAN), rebuild
+
+
+@njit(cache=True, error_model="numpy")
 def window_sum(buf, col, first, count, nrows):
-    """Sum of ``count`` consecutive rows from ``first`` (oldest first, starting from 0.0)."""
+    """Sum of ``count`` consecutive rows from ``first``, oldest first, starting from 0.0."""
     total = 0.0
     for j in range(count):
         total += buf[(first + j) % nrows, col]
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _deviation_sums(buf, col, first, count, nrows, anchor):
     s1 = 0.0
     s2 = 0.0
@@ -124,248 +214,225 @@ def _deviation_sums(buf, col, first, count, nrows, anchor):
     return s1, s2
 
 
-@njit(cache=True)
-def running_sum_step(st, k, n, w, x, x_old, buf, col, row, nrows):
-    """Advance a running window sum; returns the sum once the window is full, else NaN."""
-    if n == 0:
-        return NAN
-    if n <= w:
-        if n == 1:
-            st[k] = 0.0
-        st[k] = st[k] + x
-    elif n % RESEED_EVERY == 0:
-        # fresh sum of the window; `0.0 * old` keeps a NaN-poisoned sum poisoned, as TA-Lib's would be
-        st[k] = window_sum(buf, col, (row - w + 1 + nrows) % nrows, w, nrows) + 0.0 * st[k]
-    else:
-        st[k] = (st[k] - x_old) + x
-    if n < w:
-        return NAN
-    return st[k]
-
-
-@njit(cache=True)
-def ema_step(st, k, n, w, x, seed_sum):
-    """EMA with TA-Lib's seed (SMA of the first w values, taken from the running sum at n == w)."""
-    if n < w:
-        return NAN
-    if n == w:
-        e = seed_sum / w
-    else:
-        e = fma(x - st[k], 2.0 / (w + 1), st[k])
-    st[k] = e
-    return e
-
-
-@njit(cache=True)
-def rsi_step(st, n, w, x, prev):
-    """Wilder RSI; 0 when average gain + loss is 0 (flat series) or not a number."""
-    if n <= 1:
-        st[S_GAIN] = 0.0
-        st[S_LOSS] = 0.0
-        return NAN
-    gain = st[S_GAIN]
-    loss = st[S_LOSS]
-    change = x - prev
-    if n <= w + 1:
-        if change < 0.0:
-            loss -= change
-        else:
-            gain += change
-        if n < w + 1:
-            st[S_GAIN] = gain
-            st[S_LOSS] = loss
-            return NAN
-        loss /= w
-        gain /= w
-    else:
-        loss *= w - 1
-        gain *= w - 1
-        if change < 0.0:
-            loss -= change
-        else:
-            gain += change
-        loss /= w
-        gain /= w
-    st[S_GAIN] = gain
-    st[S_LOSS] = loss
-    total = gain + loss
-    if total > 0.0:
-        return 100.0 * (gain / total)
-    return 0.0
-
-
-@njit(cache=True)
-def atr_step(st, n, w, true_range):
-    """Wilder ATR over true ranges from the second bar on (bar 0 has no previous close)."""
-    if n <= 1:
-        st[S_ATR] = 0.0
-        return NAN
-    if n <= w + 1:
-        st[S_ATR] = st[S_ATR] + true_range
-        if n < w + 1:
-            return NAN
-        st[S_ATR] = st[S_ATR] / w
-    else:
-        st[S_ATR] = ((st[S_ATR] * (w - 1)) + true_range) / w
-    return st[S_ATR]
-
-
-@njit(cache=True)
-def moments_step(st, k, n, w, x, x_trail, buf, col, row, nrows):
-    """Population variance of the last w values and the current value's deviation from their mean.
-
-    Returns (variance, x - mean), NaN until the window is full. ``x_trail`` is the oldest value of
-    the current window, dropped after the output so the sums are ready for the next bar.
-    """
+@njit(cache=True, error_model="numpy")
+def moments_rebuild(buf, col, first, w, nrows, x, x_trail):
+    """Fresh two-pass sums for the window starting at row ``first``; same outputs as ``moments_lane``."""
     inv = 1.0 / w
-    if n == 0:
-        return NAN, NAN
-    if n < w:
-        if n == 1:
-            st[k] = x
-            st[k + 1] = 0.0
-            st[k + 2] = 0.0
-        d = x - st[k]
-        st[k + 1] += d
-        st[k + 2] += d * d
-        if n == w - 1:
-            st[k + 3] = st[k + 2]
-            st[k + 4] = REBUILD_WINDOWS * w
-        return NAN, NAN
-    if w == 1:  # pragma: no cover - windows are validated >= 2
-        return 0.0, 0.0
-    anchor = st[k]
-    s1 = st[k + 1]
-    s2 = st[k + 2]
-    peak = st[k + 3]
-    d = x - anchor
-    s1 += d
-    s2 += d * d
-    peak = s2 if s2 > peak else peak
+    anchor = window_sum(buf, col, first, w, nrows) * inv
+    s1, s2 = _deviation_sums(buf, col, first, w, nrows, anchor)
     mean = s1 * inv
     var = s2 * inv - mean * mean
-    dev = d - mean
-    d = x_trail - anchor
-    s1 -= d
-    s2 -= d * d
-    countdown = st[k + 4] - 1.0
-    if var < COLLAPSE_RATIO * (peak * inv) or countdown <= 0.0:
-        # the running sums carry rounding that scales with the largest values they held: start over
-        countdown = REBUILD_WINDOWS * w
-        first = (row - w + 1 + nrows) % nrows
-        anchor = window_sum(buf, col, first, w, nrows) * inv
+    if var < COLLAPSE_RATIO * (s2 * inv):
+        # flat to the rounding of its mean: anchored on one of its own values the variance is exact
+        anchor = x
         s1, s2 = _deviation_sums(buf, col, first, w, nrows, anchor)
         mean = s1 * inv
         var = s2 * inv - mean * mean
-        if var < COLLAPSE_RATIO * (s2 * inv):
-            # a window flat to the rounding of its mean: anchor on one of its own values instead
-            anchor = x
-            s1, s2 = _deviation_sums(buf, col, first, w, nrows, anchor)
-            mean = s1 * inv
-            var = s2 * inv - mean * mean
-        peak = s2
-        if var < FLOOR_RATIO * (s2 * inv):
-            var = 0.0
-        dev = (x - anchor) - mean
-        d = x_trail - anchor
-        s1 -= d
-        s2 -= d * d
-    st[k] = anchor
-    st[k + 1] = s1
-    st[k + 2] = s2
-    st[k + 3] = peak
-    st[k + 4] = countdown
-    return var, dev
+    peak = s2
+    if var < FLOOR_RATIO * (s2 * inv):
+        var = 0.0
+    dev = (x - anchor) - mean
+    d = x_trail - anchor
+    return anchor, s1 - d, s2 - d * d, peak, REBUILD_WINDOWS * w, var, dev
 
 
-@njit(cache=True)
-def window_features(st, j, nw, w, n_c, n_hlc, n_r, n_v, n_pv, m,
-                    close, prev_close, true_range, log_return, volume, pv,
-                    cbuf, rbuf, vbuf, pvbuf, col, row, nrows, out, orow, ocol):
-    """Every windowed feature of one (symbol, window) for one bar, written to ``out[kind*nw + j, orow, ocol]``.
+@njit(cache=True, error_model="numpy")
+def volz_value(n, w, var, dev):
+    z = dev / sqrt(var) if var > 0.0 else 0.0
+    return z if n >= w else NAN
 
-    ``n_*`` are the bar counters of the symbol after this bar (TA-Lib start counts for close and
-    high/low/close, run lengths for the window-local series), ``m`` the number of bars seen in all.
+
+@njit(cache=True, error_model="numpy")
+def vwap_value(n, w, pv_total, vol_total):
+    return pv_total / vol_total if (n >= w) & (vol_total > 0.0) else NAN
+
+
+# ------------------------------------------------------------------------------ window lane groups
+# Four pure functions (scalars in, scalars out) cover every windowed feature. The batch CPU driver
+# calls each in its own loop over a block of symbols (small loops with few arrays vectorise);
+# ``window_step`` calls them in the same order for one lane held in a state array.
+
+
+@njit(cache=True, error_model="numpy")
+def close_window_lane(sum_c, ema, a, s1, s2, pk, cd, n, w, x, x_old, x_trail):
+    """SMA, EMA, STDDEV and Bollinger bands of the closes.
+
+    Returns the new state (sum, ema, 5 variance slots), this bar's variance, the outputs
+    (sma, ema, stddev, upper, lower) and the fix-up flags.
     """
-    nan = NAN
-    row_old = (row - w + nrows) % nrows  # the bar w back (valid only when m > w)
-    row_trail = (row - w + 1 + nrows) % nrows  # oldest bar of the current window
+    total, window_total = sum_lane(sum_c, n, w, x, x_old)
+    ema, ema_out = ema_lane(ema, n, w, x, total)
+    a, s1, s2, pk, cd, var, _, rebuild = moments_lane(a, s1, s2, pk, cd, n, w, x, x_trail)
+    sma = window_total / w
+    sd = sqrt(var)
+    flags = (FIX_SUM_C if reseed_due(n, w) else 0) | (FIX_VAR_C if rebuild else 0)
+    return total, ema, a, s1, s2, pk, cd, var, sma, ema_out, sd, sma + BB_K * sd, sma - BB_K * sd, flags
 
-    # SMA, EMA, STDDEV, Bollinger bands (close, TA-Lib start)
-    close_old = cbuf[row_old, col] if n_c > w else nan
-    total = running_sum_step(st, S_SUM_C, n_c, w, close, close_old, cbuf, col, row, nrows)
-    sma = total / w
+
+@njit(cache=True, error_model="numpy")
+def wilder_lane(gain, loss, atr, n_c, n_hlc, w, x, prev, true_range):
+    """RSI and ATR; (gain, loss, atr, rsi, atr output)."""
+    gain, loss, rsi = rsi_lane(gain, loss, n_c, w, x, prev)
+    atr, atr_out = atr_lane(atr, n_hlc, w, true_range)
+    return gain, loss, atr, rsi, atr_out
+
+
+@njit(cache=True, error_model="numpy")
+def change_lane(n_c, m, w, x, x_old, log_close, log_close_old):
+    """MOM and ROC (TA-Lib start) and the log return over w bars; (mom, roc, logret)."""
+    stepped = n_c > w
+    roc = ((x / x_old) - 1.0) * 100.0 if x_old != 0.0 else 0.0
+    return ((x - x_old if stepped else NAN), (roc if stepped else NAN),
+            (log_close - log_close_old if m > w else NAN))
+
+
+@njit(cache=True, error_model="numpy")
+def momentum_lane(gain, loss, atr, n_c, n_hlc, m, w, x, prev, x_old, true_range, log_close, log_close_old):
+    """RSI, ATR, MOM, ROC and log return; (gain, loss, atr, rsi, atr, mom, roc, logret)."""
+    gain, loss, atr, rsi, atr_out = wilder_lane(gain, loss, atr, n_c, n_hlc, w, x, prev, true_range)
+    mom, roc, logret = change_lane(n_c, m, w, x, x_old, log_close, log_close_old)
+    return gain, loss, atr, rsi, atr_out, mom, roc, logret
+
+
+@njit(cache=True, error_model="numpy")
+def return_window_lane(a, s1, s2, pk, cd, n, w, r, r_trail):
+    """Realised volatility; (5 variance slots, vol, flags)."""
+    a, s1, s2, pk, cd, var, _, rebuild = moments_lane(a, s1, s2, pk, cd, n, w, r, r_trail)
+    return a, s1, s2, pk, cd, sqrt(var), (FIX_VAR_R if rebuild else 0)
+
+
+@njit(cache=True, error_model="numpy")
+def volume_window_lane(spv, svol, a, s1, s2, pk, cd, n_pv, n_v, w, pv, pv_old, v, v_old, v_trail):
+    """Rolling VWAP and volume z-score; (pv sum, volume sum, 5 variance slots, vwap, volz, flags)."""
+    spv, _ = sum_lane(spv, n_pv, w, pv, pv_old)
+    svol, _ = sum_lane(svol, n_pv, w, v, v_old)
+    a, s1, s2, pk, cd, var, dev, rebuild = moments_lane(a, s1, s2, pk, cd, n_v, w, v, v_trail)
+    flags = (FIX_VAR_V if rebuild else 0) | (FIX_VWAP if reseed_due(n_pv, w) else 0)
+    return spv, svol, a, s1, s2, pk, cd, vwap_value(n_pv, w, spv, svol), volz_value(n_v, w, var, dev), flags
+
+
+@njit(cache=True, error_model="numpy")
+def window_step(st, i, w, j, nw, m, n_c, n_hlc, n_r, n_v, n_pv,
+                close, close_old, close_trail, prev_close, true_range,
+                log_close, log_close_old, log_return, return_trail,
+                volume, volume_old, volume_trail, pv, pv_old, out, orow, ocol):
+    """Every windowed feature of lane ``i`` of ``st[slot, lane]`` for one bar (window w, index j of nw).
+
+    Writes ``out[kind * nw + j, orow, ocol]`` and returns the ``FIX_*`` flags ``window_fixup`` must
+    finish. Counters (``n_*``) are after this bar; ``m`` is the number of bars seen in all. Values
+    "old" are w bars back, "trail" w - 1 bars back; they only count where they exist.
+    """
+    (st[S_SUM_C, i], st[S_EMA, i], st[S_VAR_C, i], st[S_VAR_C + 1, i], st[S_VAR_C + 2, i], st[S_VAR_C + 3, i],
+     st[S_VAR_C + 4, i], st[S_LAST_VAR_C, i], sma, ema, sd, upper, lower, flags_c) = close_window_lane(
+        st[S_SUM_C, i], st[S_EMA, i], st[S_VAR_C, i], st[S_VAR_C + 1, i], st[S_VAR_C + 2, i],
+        st[S_VAR_C + 3, i], st[S_VAR_C + 4, i], n_c, w, close, close_old, close_trail)
     out[K_SMA * nw + j, orow, ocol] = sma
-    out[K_EMA * nw + j, orow, ocol] = ema_step(st, S_EMA, n_c, w, close, st[S_SUM_C])
-    close_trail = cbuf[row_trail, col] if n_c >= w else nan
-    var, _ = moments_step(st, S_VAR_C, n_c, w, close, close_trail, cbuf, col, row, nrows)
-    sd = math.sqrt(var) if var == var else nan
+    out[K_EMA * nw + j, orow, ocol] = ema
     out[K_STDDEV * nw + j, orow, ocol] = sd
-    out[K_BB_UPPER * nw + j, orow, ocol] = sma + BB_K * sd
+    out[K_BB_UPPER * nw + j, orow, ocol] = upper
     out[K_BB_MIDDLE * nw + j, orow, ocol] = sma
-    out[K_BB_LOWER * nw + j, orow, ocol] = sma - BB_K * sd
+    out[K_BB_LOWER * nw + j, orow, ocol] = lower
 
-    out[K_RSI * nw + j, orow, ocol] = rsi_step(st, n_c, w, close, prev_close)
-    out[K_ATR * nw + j, orow, ocol] = atr_step(st, n_hlc, w, true_range)
+    st[S_GAIN, i], st[S_LOSS, i], st[S_ATR, i], rsi, atr, mom, roc, logret = momentum_lane(
+        st[S_GAIN, i], st[S_LOSS, i], st[S_ATR, i], n_c, n_hlc, m, w, close, prev_close, close_old,
+        true_range, log_close, log_close_old)
+    out[K_RSI * nw + j, orow, ocol] = rsi
+    out[K_ATR * nw + j, orow, ocol] = atr
+    out[K_MOM * nw + j, orow, ocol] = mom
+    out[K_ROC * nw + j, orow, ocol] = roc
+    out[K_LOGRET * nw + j, orow, ocol] = logret
 
-    # MOM and ROC (TA-Lib start), log return (any w bars back)
-    if n_c > w:
-        out[K_MOM * nw + j, orow, ocol] = close - close_old
-        out[K_ROC * nw + j, orow, ocol] = ((close / close_old) - 1.0) * 100.0 if close_old != 0.0 else 0.0
-    else:
-        out[K_MOM * nw + j, orow, ocol] = nan
-        out[K_ROC * nw + j, orow, ocol] = nan
-    out[K_LOGRET * nw + j, orow, ocol] = math.log(close / cbuf[row_old, col]) if m > w else nan
+    (st[S_VAR_R, i], st[S_VAR_R + 1, i], st[S_VAR_R + 2, i], st[S_VAR_R + 3, i], st[S_VAR_R + 4, i],
+     vol, flags_r) = return_window_lane(
+        st[S_VAR_R, i], st[S_VAR_R + 1, i], st[S_VAR_R + 2, i], st[S_VAR_R + 3, i], st[S_VAR_R + 4, i],
+        n_r, w, log_return, return_trail)
+    out[K_VOL * nw + j, orow, ocol] = vol
 
-    # realised volatility: population sigma of the last w one-bar log returns
-    r_trail = rbuf[row_trail, col] if n_r >= w else nan
-    var_r, _ = moments_step(st, S_VAR_R, n_r, w, log_return, r_trail, rbuf, col, row, nrows)
-    out[K_VOL * nw + j, orow, ocol] = math.sqrt(var_r) if n_r >= w else nan
-
-    # rolling VWAP: sum(price * volume) / sum(volume) over the last w bars
-    pv_old = pvbuf[row_old, col] if n_pv > w else nan
-    vol_old = vbuf[row_old, col] if n_pv > w else nan
-    pv_total = running_sum_step(st, S_SUM_PV, n_pv, w, pv, pv_old, pvbuf, col, row, nrows)
-    vol_total = running_sum_step(st, S_SUM_VOL, n_pv, w, volume, vol_old, vbuf, col, row, nrows)
-    out[K_VWAP * nw + j, orow, ocol] = pv_total / vol_total if (n_pv >= w and vol_total > 0.0) else nan
-
-    # volume z-score against the last w volumes (population sigma); 0 when they are all equal
-    v_trail = vbuf[row_trail, col] if n_v >= w else nan
-    var_v, dev_v = moments_step(st, S_VAR_V, n_v, w, volume, v_trail, vbuf, col, row, nrows)
-    if n_v < w:
-        out[K_VOLZ * nw + j, orow, ocol] = nan
-    elif var_v > 0.0:
-        out[K_VOLZ * nw + j, orow, ocol] = dev_v / math.sqrt(var_v)
-    else:
-        out[K_VOLZ * nw + j, orow, ocol] = 0.0
+    (st[S_SUM_PV, i], st[S_SUM_VOL, i], st[S_VAR_V, i], st[S_VAR_V + 1, i], st[S_VAR_V + 2, i],
+     st[S_VAR_V + 3, i], st[S_VAR_V + 4, i], vwap, volz, flags_v) = volume_window_lane(
+        st[S_SUM_PV, i], st[S_SUM_VOL, i], st[S_VAR_V, i], st[S_VAR_V + 1, i], st[S_VAR_V + 2, i],
+        st[S_VAR_V + 3, i], st[S_VAR_V + 4, i], n_pv, n_v, w, pv, pv_old, volume, volume_old, volume_trail)
+    out[K_VWAP * nw + j, orow, ocol] = vwap
+    out[K_VOLZ * nw + j, orow, ocol] = volz
+    return flags_c | flags_r | flags_v
 
 
-@njit(cache=True)
-def macd_step(ms, n, fast, slow, signal, x, cbuf, col, row, nrows):
-    """MACD line, signal and histogram for one bar (TA-Lib's aligned seeds); NaN inside the lookback."""
-    nan = NAN
-    if n == 0:
-        return nan, nan, nan
-    if n == 1:
-        ms[M_SLOW_SUM] = 0.0
-        ms[M_LINE_SUM] = 0.0
-    if n < slow:
-        ms[M_SLOW_SUM] = ms[M_SLOW_SUM] + x
-        return nan, nan, nan
-    if n == slow:
-        ms[M_SLOW_SUM] = ms[M_SLOW_SUM] + x
-        ms[M_SLOW] = ms[M_SLOW_SUM] / slow
-        ms[M_FAST] = window_sum(cbuf, col, (row - fast + 1 + nrows) % nrows, fast, nrows) / fast
-    else:
-        ms[M_SLOW] = fma(x - ms[M_SLOW], 2.0 / (slow + 1), ms[M_SLOW])
-        ms[M_FAST] = fma(x - ms[M_FAST], 2.0 / (fast + 1), ms[M_FAST])
-    line = ms[M_FAST] - ms[M_SLOW]
-    k = n - slow + 1  # MACD line values so far
-    if k <= signal:
-        ms[M_LINE_SUM] = ms[M_LINE_SUM] + line
-        if k < signal:
-            return nan, nan, nan
-        ms[M_SIGNAL] = ms[M_LINE_SUM] / signal
-    else:
-        ms[M_SIGNAL] = fma(line - ms[M_SIGNAL], 2.0 / (signal + 1), ms[M_SIGNAL])
-    return line, ms[M_SIGNAL], line - ms[M_SIGNAL]
+@njit(cache=True, error_model="numpy")
+def _store_moments(st, k, i, a, s1, s2, pk, cd):
+    st[k, i] = a
+    st[k + 1, i] = s1
+    st[k + 2, i] = s2
+    st[k + 3, i] = pk
+    st[k + 4, i] = cd
+
+
+@njit(cache=True, error_model="numpy")
+def window_fixup(flags, st, i, w, j, nw, n_v, n_pv, cbuf, rbuf, vbuf, pvbuf, col, row, nrows, out, orow, ocol):
+    """Finish what the window lanes flagged: re-seed sums and rebuild variances from the window history."""
+    first = (row - w + 1 + nrows) % nrows
+    if flags & (FIX_SUM_C | FIX_VAR_C):
+        if flags & FIX_SUM_C:
+            # `0.0 * old` keeps a NaN-poisoned sum poisoned, as TA-Lib's running sum would be
+            st[S_SUM_C, i] = window_sum(cbuf, col, first, w, nrows) + 0.0 * st[S_SUM_C, i]
+        if flags & FIX_VAR_C:
+            a, s1, s2, pk, cd, var, _ = moments_rebuild(cbuf, col, first, w, nrows, cbuf[row, col], cbuf[first, col])
+            _store_moments(st, S_VAR_C, i, a, s1, s2, pk, cd)
+            st[S_LAST_VAR_C, i] = var
+        sma = st[S_SUM_C, i] / w
+        sd = sqrt(st[S_LAST_VAR_C, i])
+        out[K_SMA * nw + j, orow, ocol] = sma
+        out[K_STDDEV * nw + j, orow, ocol] = sd
+        out[K_BB_UPPER * nw + j, orow, ocol] = sma + BB_K * sd
+        out[K_BB_MIDDLE * nw + j, orow, ocol] = sma
+        out[K_BB_LOWER * nw + j, orow, ocol] = sma - BB_K * sd
+    if flags & FIX_VAR_R:
+        a, s1, s2, pk, cd, var, _ = moments_rebuild(rbuf, col, first, w, nrows, rbuf[row, col], rbuf[first, col])
+        _store_moments(st, S_VAR_R, i, a, s1, s2, pk, cd)
+        out[K_VOL * nw + j, orow, ocol] = sqrt(var)
+    if flags & FIX_VAR_V:
+        a, s1, s2, pk, cd, var, dev = moments_rebuild(vbuf, col, first, w, nrows, vbuf[row, col], vbuf[first, col])
+        _store_moments(st, S_VAR_V, i, a, s1, s2, pk, cd)
+        out[K_VOLZ * nw + j, orow, ocol] = volz_value(n_v, w, var, dev)
+    if flags & FIX_VWAP:
+        st[S_SUM_PV, i] = window_sum(pvbuf, col, first, w, nrows)
+        st[S_SUM_VOL, i] = window_sum(vbuf, col, first, w, nrows)
+        out[K_VWAP * nw + j, orow, ocol] = vwap_value(n_pv, w, st[S_SUM_PV, i], st[S_SUM_VOL, i])
+
+
+# ----------------------------------------------------------------------------------------------- MACD
+
+
+@njit(cache=True, error_model="numpy")
+def macd_lane(fast_ema, slow_ema, signal_ema, slow_sum, fast_sum, line_sum, n, fast, slow, signal, x):
+    """MACD for one bar: (6 new state values, line, signal, histogram); NaN inside the lookback.
+
+    The fast EMA's seed is the straight sum of the ``fast`` closes ending at bar ``slow - 1``,
+    accumulated as they arrive, so no window history is needed.
+    """
+    new_slow_sum = (0.0 if n == 1 else slow_sum) + x
+    new_slow_sum = new_slow_sum if n <= slow else slow_sum
+    fast_from = slow - fast + 1  # first bar of the fast seed window
+    new_fast_sum = (0.0 if n == fast_from else fast_sum) + x
+    new_fast_sum = new_fast_sum if (n >= fast_from) & (n <= slow) else fast_sum
+    seeding = n == slow
+    new_slow = new_slow_sum / slow if seeding else fma(x - slow_ema, 2.0 / (slow + 1), slow_ema)
+    new_fast = new_fast_sum / fast if seeding else fma(x - fast_ema, 2.0 / (fast + 1), fast_ema)
+    line = new_fast - new_slow
+    k = n - slow + 1  # MACD line values so far, this one included
+    new_line_sum = (0.0 if k == 1 else line_sum) + line
+    new_line_sum = new_line_sum if (k >= 1) & (k <= signal) else line_sum
+    new_signal = new_line_sum / signal if k == signal else fma(line - signal_ema, 2.0 / (signal + 1), signal_ema)
+    started = n >= slow
+    ready = k >= signal
+    return (new_fast if started else fast_ema, new_slow if started else slow_ema,
+            new_signal if ready else signal_ema, new_slow_sum, new_fast_sum, new_line_sum,
+            (line if ready else NAN), (new_signal if ready else NAN), (line - new_signal if ready else NAN))
+
+
+@njit(cache=True, error_model="numpy")
+def macd_step(ms, i, n, fast, slow, signal, x):
+    """``macd_lane`` on lane ``i`` of a state array ``ms[slot, lane]``; returns (line, signal, histogram)."""
+    (ms[M_FAST, i], ms[M_SLOW, i], ms[M_SIGNAL, i], ms[M_SLOW_SUM, i], ms[M_FAST_SUM, i], ms[M_LINE_SUM, i],
+     line, sig, hist) = macd_lane(ms[M_FAST, i], ms[M_SLOW, i], ms[M_SIGNAL, i], ms[M_SLOW_SUM, i],
+                                  ms[M_FAST_SUM, i], ms[M_LINE_SUM, i], n, fast, slow, signal, x)
+    return line, sig, hist

@@ -181,12 +181,15 @@ class FeatureComputer:
         volume: object,
         vwap: object | None = None,
         *,
+        out: np.ndarray | None = None,
         device: bool = False,
     ) -> FeatureFrame:
         """Every feature over ``(bars, symbols)`` panels (or ``(bars,)`` for one symbol).
 
-        ``device=True`` on a real GPU keeps the results in device memory (cupy arrays); otherwise the
-        columns are numpy arrays.
+        ``out``: an optional ``(n_features, bars, symbols)`` array of this computer's dtype to fill
+        (``new_output`` makes one); reusing it across calls saves the page faults of a fresh multi-GB
+        allocation. ``device=True`` on a real GPU keeps the results in device memory (cupy arrays);
+        otherwise the columns are numpy arrays.
         """
         c = _panel("close", close, None)
         shape = np.shape(close)
@@ -196,11 +199,20 @@ class FeatureComputer:
         v = _panel("volume", volume, shape)
         vw = _panel("vwap", vwap, shape) if vwap is not None else None
         windows = np.asarray(self.windows, dtype=np.int64)
+        if out is not None:
+            expected = (len(self.names), *c.shape)
+            if not isinstance(out, np.ndarray) or out.shape != expected or out.dtype != self.dtype or not out.flags.c_contiguous:
+                got = (getattr(out, "shape", None), getattr(out, "dtype", None))
+                raise InputError(f"out must be a C-contiguous {self.dtype.name} array of shape {expected}, got {got}")
         if self.backend.is_gpu:
-            values = self._kernels.compute_feature_panel(h, lo, c, v, vw, windows, self.macd, self.dtype, device=device)
+            values = self._kernels.compute_feature_panel(h, lo, c, v, vw, windows, self.macd, self.dtype, out=out, device=device)
         else:
-            values = self._kernels.compute_feature_panel(h, lo, c, v, vw, windows, self.macd, self.dtype)
+            values = self._kernels.compute_feature_panel(h, lo, c, v, vw, windows, self.macd, self.dtype, out=out)
         return FeatureFrame(self.names, values, self.backend.name, squeeze=len(shape) == 1)
+
+    def new_output(self, n_bars: int, n_symbols: int = 1) -> np.ndarray:
+        """An empty ``(n_features, bars, symbols)`` array to pass as ``batch(..., out=...)``."""
+        return np.empty((len(self.names), n_bars, n_symbols), dtype=self.dtype)
 
     def stream(self, n_symbols: int) -> StreamingFeatures:
         """Streaming state for ``n_symbols`` symbols (ids 0..n-1), equal to ``batch`` bit for bit in float64."""

@@ -4,8 +4,8 @@ The state is updated by the same numba step functions the batch CPU path loops o
 stream returns for a bar equals the batch output for that bar bit for bit (float64). Streaming always
 runs on the CPU: one bar is far too little work to send to a GPU.
 
-State per symbol: bar counters, ring buffers of the last ``max(windows) + 1`` closes, log returns,
-volumes and price*volume (what rolling windows drop), 22 floats per window and 5 for MACD.
+State per symbol: bar counters, ring buffers of the last ``max(windows) + 1`` closes, log closes, log
+returns, volumes and price*volume (what rolling windows drop), 23 floats per window and 6 for MACD.
 A NaN close after a symbol's first bar poisons its TA-Lib indicators exactly as in batch (SMA, EMA,
 ATR, MACD stay NaN; RSI reads 0) until ``reset(symbol_id)``; feed carried-forward bars, not NaN.
 """
@@ -37,9 +37,9 @@ class StreamingFeatures:
         ring_len = max(max(self.windows) + 1, self.macd[0])
         s = self.n_symbols
         self._counters = np.zeros((s, self._kernels.N_COUNTERS), dtype=np.int64)
-        self._rings = tuple(np.full((ring_len, s), np.nan) for _ in range(4))
-        self._window_state = np.zeros((s, len(self.windows), self._kernels.N_STATE))
-        self._macd_state = np.zeros((s, self._kernels.N_MACD_STATE))
+        self._rings = np.full((self._kernels.N_RINGS, ring_len, s), np.nan)
+        self._window_state = np.zeros((s, self._kernels.N_STATE, len(self.windows)))
+        self._macd_state = np.zeros((s, self._kernels.N_MACD_STATE, 1))
 
     def __repr__(self) -> str:
         return f"StreamingFeatures({self.n_symbols} symbols, windows={self.windows}, {len(self.names)} features)"
@@ -80,7 +80,7 @@ class StreamingFeatures:
         out = np.empty((len(self.names), 1, k))
         self._kernels.stream_update(
             ids, *cols, vw, self._windows, *self.macd,
-            self._counters, *self._rings, self._window_state, self._macd_state, out,
+            self._counters, self._rings, self._window_state, self._macd_state, out,
         )
         return np.ascontiguousarray(out[:, 0, :].T)
 
@@ -100,4 +100,4 @@ class StreamingFeatures:
     def reset(self, symbol_id: int) -> None:
         """Forget a symbol's history (after a halt, a split, a corrupt bar): its next bar starts afresh."""
         sid = int(self._ids([symbol_id])[0])
-        self._kernels.stream_reset(sid, self._counters, *self._rings, self._window_state, self._macd_state)
+        self._kernels.stream_reset(sid, self._counters, self._rings, self._window_state, self._macd_state)
