@@ -16,10 +16,9 @@ exactly at a limit passes; comparisons allow 1e-12 relative slack for float roun
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
-
 from engine.events import ORDER_LIMIT, ORDER_MARKET, ORDER_STOP, ORDER_STOP_LIMIT
 from engine.risk._book import (
+    A_GROSS,
     C_N_ACTIVE,
     F_MARK,
     F_PENDING_BUY,
@@ -29,7 +28,10 @@ from engine.risk._book import (
     I_KNOWN,
     QTY_EPS,
     daily_pnl,
-    sync_active,
+    inline_kernel,
+    kernel,
+    refresh_symbol,
+    worst_case_qty,
 )
 from engine.risk.codes import (
     DENY_DAILY_LOSS,
@@ -80,74 +82,52 @@ R_RING = R_COUNTS + N_CODE_SLOTS  #: rs[R_RING : R_RING + cap] approval times (n
 _REL_SLACK = 1e-12
 
 
-@njit(cache=True)
+@inline_kernel
 def _exceeds(value, limit):
     return value > limit + abs(limit) * _REL_SLACK
 
 
-@njit(cache=True)
-def _worst_case_qty(st, sid):
-    """Signed position if every in-flight order of the riskier side fills."""
-    qty = st[sid, F_QTY]
-    long_case = qty + st[sid, F_PENDING_BUY]
-    short_case = qty - st[sid, F_PENDING_SELL]
-    return long_case if abs(long_case) >= abs(short_case) else short_case
-
-
-@njit(cache=True)
-def gross_exposure(st, active, cnt):
-    """Worst-case notional over every symbol with a position or in-flight orders, at marks."""
-    gross = 0.0
-    for k in range(cnt[C_N_ACTIVE]):
-        sid = active[k]
-        mark = st[sid, F_MARK]
-        if np.isfinite(mark):
-            gross += abs(_worst_case_qty(st, sid)) * mark
-    return gross
-
-
-@njit(cache=True)
-def evaluate_daily_loss(st, active, agg, cnt, lim, rs):
+@kernel
+def evaluate_daily_loss(agg, lim, rs):
     """Daily P&L now; a loss beyond the limit moves the state to HALTED by itself."""
-    pnl = daily_pnl(st, active, agg, cnt)
+    pnl = daily_pnl(agg)
     if _exceeds(-pnl, lim[L_MAX_DAILY_LOSS]) and rs[R_STATE] != STATE_HALTED:
         rs[R_STATE] = STATE_HALTED
         rs[R_HALT_CODE] = DENY_DAILY_LOSS
     return pnl
 
 
-@njit(cache=True)
-def _decide(st, ix, active, cnt, lim, rs, sid, side, qty, order_type, limit_price, stop_price, ts_ns, gross, pnl):
-    """Code and attempted value for one order, plus the change in gross exposure if approved.
-
-    An approval is booked here: in-flight quantity, the active list and the rate window."""
+@inline_kernel
+def _decide(st, ix, active, agg, cnt, lim, rs, sid, side, qty, order_type, limit_price, stop_price, ts_ns, pnl):
+    """Code and attempted value for one order. An approval is booked here: in-flight quantity,
+    the account totals, the active list and the rate window."""
     # --- the order itself --------------------------------------------------------------------------
     if sid < 0 or sid >= st.shape[0] or ix[sid, I_KNOWN] == 0:
-        return DENY_UNKNOWN_SYMBOL, float(sid), 0.0
+        return DENY_UNKNOWN_SYMBOL, float(sid)
     if side != 1 and side != -1:
-        return DENY_INVALID_SIDE, float(side), 0.0
+        return DENY_INVALID_SIDE, float(side)
     if order_type != ORDER_MARKET and order_type != ORDER_LIMIT and order_type != ORDER_STOP and order_type != ORDER_STOP_LIMIT:
-        return DENY_INVALID_ORDER_TYPE, float(order_type), 0.0
+        return DENY_INVALID_ORDER_TYPE, float(order_type)
     if qty == 0.0:
-        return DENY_ZERO_QTY, 0.0, 0.0
+        return DENY_ZERO_QTY, 0.0
     if not (np.isfinite(qty) and qty > 0.0):
-        return DENY_INVALID_QTY, qty, 0.0
+        return DENY_INVALID_QTY, qty
     if order_type == ORDER_LIMIT or order_type == ORDER_STOP_LIMIT:
         if not (np.isfinite(limit_price) and limit_price > 0.0):
-            return DENY_INVALID_PRICE, limit_price, 0.0
+            return DENY_INVALID_PRICE, limit_price
     if order_type == ORDER_STOP or order_type == ORDER_STOP_LIMIT:
         if not (np.isfinite(stop_price) and stop_price > 0.0):
-            return DENY_INVALID_PRICE, stop_price, 0.0
+            return DENY_INVALID_PRICE, stop_price
     mark = st[sid, F_MARK]
     if not (np.isfinite(mark) and mark > 0.0):
-        return DENY_NO_MARK, mark, 0.0
+        return DENY_NO_MARK, mark
 
     # --- trading state -----------------------------------------------------------------------------
     state = rs[R_STATE]
     if state == STATE_HALTED:
         if rs[R_HALT_CODE] == DENY_DAILY_LOSS:
-            return DENY_DAILY_LOSS, pnl, 0.0
-        return DENY_HALTED, pnl, 0.0
+            return DENY_DAILY_LOSS, pnl
+        return DENY_HALTED, pnl
 
     position = st[sid, F_QTY]
     pending_buy = st[sid, F_PENDING_BUY]
@@ -167,94 +147,95 @@ def _decide(st, ix, active, cnt, lim, rs, sid, side, qty, order_type, limit_pric
         else:
             shrinks = position > 0.0 and short_case >= -QTY_EPS
         if not shrinks:
-            return DENY_REDUCING, moved_case, 0.0
+            return DENY_REDUCING, moved_case
 
     # --- limits ------------------------------------------------------------------------------------
     if _exceeds(qty, lim[L_MAX_ORDER_QTY]):
-        return DENY_MAX_ORDER_QTY, qty, 0.0
+        return DENY_MAX_ORDER_QTY, qty
     if side < 0 and lim[L_ALLOW_SHORT] == 0.0 and short_case < -QTY_EPS:
-        return DENY_SHORT_NOT_ALLOWED, short_case, 0.0
+        return DENY_SHORT_NOT_ALLOWED, short_case
 
-    old_worst = _worst_case_qty(st, sid)
+    old_worst = worst_case_qty(st, sid)
     new_worst = long_case if abs(long_case) >= abs(short_case) else short_case
     old_exposure = abs(old_worst)
     new_exposure = abs(new_worst)
     grows = new_exposure > old_exposure + QTY_EPS
     if grows and _exceeds(new_exposure, lim[L_MAX_POSITION_QTY]):
-        return DENY_MAX_POSITION_QTY, new_worst, 0.0
+        return DENY_MAX_POSITION_QTY, new_worst
     symbol_notional = new_exposure * mark
     if grows and _exceeds(symbol_notional, lim[L_MAX_SYMBOL_NOTIONAL]):
-        return DENY_MAX_SYMBOL_NOTIONAL, symbol_notional, 0.0
-    d_gross = (new_exposure - old_exposure) * mark
-    if grows and _exceeds(gross + d_gross, lim[L_MAX_GROSS_NOTIONAL]):
-        return DENY_MAX_GROSS_NOTIONAL, gross + d_gross, 0.0
+        return DENY_MAX_SYMBOL_NOTIONAL, symbol_notional
+    gross = agg[A_GROSS] + (new_exposure - old_exposure) * mark
+    if grows and _exceeds(gross, lim[L_MAX_GROSS_NOTIONAL]):
+        return DENY_MAX_GROSS_NOTIONAL, gross
     opens = ix[sid, I_ACTIVE_SLOT] < 0
     if opens and cnt[C_N_ACTIVE] + 1 > lim[L_MAX_OPEN_POSITIONS]:
-        return DENY_MAX_OPEN_POSITIONS, float(cnt[C_N_ACTIVE] + 1), 0.0
+        return DENY_MAX_OPEN_POSITIONS, float(cnt[C_N_ACTIVE] + 1)
     if order_type == ORDER_LIMIT or order_type == ORDER_STOP_LIMIT:
         # slippage guard: how far the limit reaches through the mid, in bps (passive prices pass)
         through_bps = (limit_price - mark) / mark * 1e4 * side
         if _exceeds(through_bps, lim[L_PRICE_BAND_BPS]):
-            return DENY_PRICE_BAND, through_bps, 0.0
+            return DENY_PRICE_BAND, through_bps
 
     cap = rs[R_RING_CAP]
     count = rs[R_RING_COUNT]
     head = rs[R_RING_HEAD]
     if count >= cap and ts_ns - rs[R_RING + head] < lim[L_RATE_WINDOW_NS]:
-        return DENY_RATE_LIMIT, float(cap + 1), 0.0
+        return DENY_RATE_LIMIT, float(cap + 1)
 
     # --- approved: book it -------------------------------------------------------------------------
+    # wrap by comparison, not %: an integer division costs more than the rest of a check
     if count >= cap:
         rs[R_RING + head] = ts_ns
-        rs[R_RING_HEAD] = (head + 1) % cap
+        head += 1
+        rs[R_RING_HEAD] = 0 if head == cap else head
     else:
-        rs[R_RING + (head + count) % cap] = ts_ns
+        slot = head + count
+        rs[R_RING + (slot - cap if slot >= cap else slot)] = ts_ns
         rs[R_RING_COUNT] = count + 1
     if side > 0:
         st[sid, F_PENDING_BUY] = pending_buy + qty
     else:
         st[sid, F_PENDING_SELL] = pending_sell + qty
-    sync_active(st, ix, active, cnt, sid)
-    return RISK_APPROVED, qty, d_gross
+    refresh_symbol(st, ix, active, agg, cnt, sid)
+    return RISK_APPROVED, qty
 
 
-@njit(cache=True)
-def check_order(st, ix, active, agg, cnt, lim, rs, sid, side, qty, order_type, limit_price, stop_price, ts_ns, out):
-    """One order; returns its code and writes the attempted value to ``out[0]``."""
-    pnl = evaluate_daily_loss(st, active, agg, cnt, lim, rs)
-    gross = gross_exposure(st, active, cnt)
-    code, attempted, _ = _decide(
-        st, ix, active, cnt, lim, rs, sid, side, qty, order_type, limit_price, stop_price, ts_ns, gross, pnl
+@kernel
+def check_order(st, ix, active, agg, cnt, lim, rs, out, sid, side, qty, order_type, limit_price, stop_price, ts_ns):
+    """One order; returns its code and writes the attempted value to ``out[0]``. The arrays come
+    first so a caller can bind them once and pass only the order's scalars per call."""
+    pnl = evaluate_daily_loss(agg, lim, rs)
+    code, attempted = _decide(
+        st, ix, active, agg, cnt, lim, rs, sid, side, qty, order_type, limit_price, stop_price, ts_ns, pnl
     )
     rs[R_COUNTS + code] += 1
     out[0] = attempted
     return code
 
 
-@njit(cache=True)
+@kernel
 def check_orders(orders, st, ix, active, agg, cnt, lim, rs, now_ns, codes, attempted):
     """An ORDER_DTYPE batch in order (``ts_ns`` 0 means ``now_ns``); returns how many were approved."""
-    pnl = evaluate_daily_loss(st, active, agg, cnt, lim, rs)
-    gross = gross_exposure(st, active, cnt)
+    pnl = evaluate_daily_loss(agg, lim, rs)
     approved = 0
     for i in range(orders.size):
         o = orders[i]
         ts = o.ts_ns if o.ts_ns > 0 else now_ns
-        code, value, d_gross = _decide(
-            st, ix, active, cnt, lim, rs, o.symbol_id, o.side, o.qty, o.order_type,
-            o.limit_price, o.stop_price, ts, gross, pnl,
+        code, value = _decide(
+            st, ix, active, agg, cnt, lim, rs, o.symbol_id, o.side, o.qty, o.order_type,
+            o.limit_price, o.stop_price, ts, pnl,
         )
         codes[i] = code
         attempted[i] = value
         rs[R_COUNTS + code] += 1
         if code == RISK_APPROVED:
-            gross += d_gross
             approved += 1
     return approved
 
 
-@njit(cache=True)
-def release(st, ix, active, cnt, sid, side, qty):
+@inline_kernel
+def release(st, ix, active, agg, cnt, sid, side, qty):
     """Give back in-flight quantity of an order that ended without filling it (canceled, rejected,
     expired). Never goes below zero. Returns False for an unknown symbol, side or bad quantity."""
     if sid < 0 or sid >= st.shape[0] or ix[sid, I_KNOWN] == 0 or (side != 1 and side != -1):
@@ -264,12 +245,12 @@ def release(st, ix, active, cnt, sid, side, qty):
     field = F_PENDING_BUY if side > 0 else F_PENDING_SELL
     left = st[sid, field] - qty
     st[sid, field] = left if left > QTY_EPS else 0.0
-    sync_active(st, ix, active, cnt, sid)
+    refresh_symbol(st, ix, active, agg, cnt, sid)
     return True
 
 
-@njit(cache=True)
-def release_orders(orders, st, ix, active, cnt):
+@kernel
+def release_orders(orders, st, ix, active, agg, cnt):
     """Release the unfilled rest (``qty - filled_qty``) of finished ORDER_DTYPE orders; returns how
     many records were refused as malformed."""
     refused = 0
@@ -278,6 +259,6 @@ def release_orders(orders, st, ix, active, cnt):
         rest = o.qty - o.filled_qty
         if rest < 0.0:
             rest = 0.0
-        if not release(st, ix, active, cnt, o.symbol_id, o.side, rest):
+        if not release(st, ix, active, agg, cnt, o.symbol_id, o.side, rest):
             refused += 1
     return refused

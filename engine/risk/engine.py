@@ -12,12 +12,14 @@ convenience form with names that returns a ``Decision`` with its human reason.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
 from engine.config import RiskConfig
@@ -107,6 +109,9 @@ class RiskEngine:
         self._state_seen = int(self._rs[checks.R_STATE])
         if warm:
             warm_up()
+        self._check_one = None
+        self._bind()
+        tracker.on_resize(self._bind)
 
     # --- trading state -----------------------------------------------------------------------------
     @property
@@ -144,7 +149,7 @@ class RiskEngine:
         """Re-evaluate the daily loss limit now (halting on a breach); returns the daily P&L."""
         t = self.tracker
         t.sync_symbols()
-        pnl = float(checks.evaluate_daily_loss(t.st, t.active, t.agg, t.cnt, self._lim, self._rs))
+        pnl = float(checks.evaluate_daily_loss(t.agg, self._lim, self._rs))
         self._note_state()
         return pnl
 
@@ -168,14 +173,26 @@ class RiskEngine:
             ts_ns = t.clock()
         if ts_ns >= t.next_reset_ns:
             t.roll_session(ts_ns)
-        code = checks.check_order(
-            t.st, t.ix, t.active, t.agg, t.cnt, self._lim, self._rs,
-            int(symbol_id), int(side), float(qty), int(order_type), float(limit_price), float(stop_price),
-            int(ts_ns), self._out,
-        )
-        if self._rs[0] != self._state_seen:  # R_STATE: a daily loss breach just halted trading
-            self._note_state()
+        # the compiled entry converts the scalars as int64/float64 itself (a non-number raises)
+        code = self._check_one(symbol_id, side, qty, order_type, limit_price, stop_price, ts_ns)
+        if code:
+            code = self._after_denial(code, symbol_id, side, qty, order_type, limit_price, stop_price, ts_ns)
         return code
+
+    def _after_denial(self, code: int, *order: object) -> int:
+        # off the approval path: notice a state change made by the kernel (an approval cannot make
+        # one), and give a symbol id that a shared map handed out since the last sync a second try
+        if code == DENY_UNKNOWN_SYMBOL and len(self.tracker.symbols) != self.tracker.known_symbols:
+            self.tracker.sync_symbols()
+            code = self._check_one(*order)
+        self._note_state()
+        return code
+
+    def _bind(self) -> None:
+        """Bind the state arrays to the compiled single-order check, so a call passes only scalars."""
+        t = self.tracker
+        arrays = (t.st, t.ix, t.active, t.agg, t.cnt, self._lim, self._rs, self._out)
+        self._check_one = functools.partial(_compiled(checks.check_order, arrays, _CHECK_SCALARS), *arrays)
 
     @property
     def last_attempted(self) -> float:
@@ -297,14 +314,14 @@ class RiskEngine:
         """Give back the unfilled quantity of an approved order that was canceled, rejected or
         expired (fills give back their own quantity). False when the input is malformed."""
         t = self.tracker
-        return bool(checks.release(t.st, t.ix, t.active, t.cnt, t.symbol_id(symbol), side_of(side), _float(qty)))
+        return bool(checks.release(t.st, t.ix, t.active, t.agg, t.cnt, t.symbol_id(symbol), side_of(side), _float(qty)))
 
     def release_orders(self, orders: np.ndarray) -> int:
         """``release`` for finished ORDER_DTYPE records (``qty - filled_qty`` each); returns refusals."""
         if orders.dtype != ORDER_DTYPE:
             raise TypeError(f"orders must be an engine.events.ORDER_DTYPE array, not {orders.dtype}")
         t = self.tracker
-        refused = int(checks.release_orders(orders, t.st, t.ix, t.active, t.cnt))
+        refused = int(checks.release_orders(orders, t.st, t.ix, t.active, t.agg, t.cnt))
         if refused:
             log.warning("refused to release %d malformed order record(s)", refused)
         return refused
@@ -344,8 +361,7 @@ class RiskEngine:
     @property
     def gross_exposure(self) -> float:
         """Worst-case gross notional, in-flight orders included, at current marks."""
-        t = self.tracker
-        return float(checks.gross_exposure(t.st, t.active, t.cnt))
+        return float(book.gross_exposure(self.tracker.agg))
 
     @property
     def open_positions(self) -> int:
@@ -371,6 +387,7 @@ class RiskEngine:
         self._lim = _limits_of(config)
         self._rs = rs
         self.config = config
+        self._bind()
         log.info("risk limits reconfigured: %s", config)
 
     def __repr__(self) -> str:
@@ -382,6 +399,25 @@ class RiskEngine:
             cause = "daily loss limit breached" if self.halted_by_daily_loss else "risk kernel"
             log.error("trading state %s -> %s (%s)", state_name(self._state_seen), state_name(now), cause)
             self._state_seen = now
+
+
+# the scalar arguments of checks.check_order as the hot path passes them
+_CHECK_SCALARS = (0, 1, 1.0, ORDER_MARKET, _NAN, _NAN, 1)
+
+
+def _compiled(dispatcher, arrays: tuple, scalars: tuple):
+    """The compiled entry of ``dispatcher`` for exactly these argument types.
+
+    Calling it skips numba's per-call type dispatch (about half of a single check's cost); the
+    types are fixed by construction here (our own arrays, scalars converted on entry). If numba's
+    internals ever move, the dispatcher itself is returned and everything still works, slower."""
+    try:
+        signature = tuple(numba.typeof(a) for a in (*arrays, *scalars))
+        if signature not in dispatcher.overloads:
+            dispatcher.compile(signature)
+        return dispatcher.overloads[signature].entry_point
+    except (AttributeError, KeyError, TypeError):  # pragma: no cover - depends on numba internals
+        return dispatcher
 
 
 def _limits_of(config: RiskConfig) -> np.ndarray:
@@ -445,5 +481,6 @@ def warm_up() -> None:
     engine.update_marks_from_quotes(quotes)
     tracker.reset_day(4)
     book.rehash_seen(np.zeros(2, dtype=np.int64), np.zeros(4, dtype=np.int64))
+    book.reseed_aggregates(tracker.st, tracker.active, tracker.agg, tracker.cnt)
     _ = tracker.unrealized_pnl, engine.gross_exposure
     _warmed = True

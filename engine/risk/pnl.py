@@ -163,7 +163,7 @@ class PnlTracker:
         self.seen = np.zeros(_MIN_SEEN_SLOTS, dtype=np.int64)
         self._known = 0
         self._assets: dict[int, AssetInfo] = {}
-        self._one_realized = np.zeros(1, dtype=np.float64)
+        self._resize_listeners: list[Callable[[], None]] = []
         now = clock() if start_ns is None else int(start_ns)
         self.session_start_ns = self.session.session_start_ns(now)
         self.next_reset_ns = self.session.next_boundary_ns(now)
@@ -190,6 +190,11 @@ class PnlTracker:
     @property
     def symbols(self) -> SymbolLookup:
         return self._symbols
+
+    @property
+    def known_symbols(self) -> int:
+        """How many ids (0 .. n-1) the state arrays know; the map may have handed out more since."""
+        return self._known
 
     @property
     def capacity(self) -> int:
@@ -275,13 +280,13 @@ class PnlTracker:
         px = np.ascontiguousarray(prices, dtype=np.float64)
         if ids.shape != px.shape:
             raise ValueError(f"{ids.size} symbol ids but {px.size} prices")
-        return int(book.update_marks(ids, px, self.st, self.ix, self.cnt))
+        return int(book.update_marks(ids, px, self.st, self.ix, self.active, self.agg, self.cnt))
 
     def update_marks_from_quotes(self, quotes: np.ndarray) -> int:
         """Mark at the mid of QUOTE_DTYPE quotes; one-sided or crossed quotes are counted and skipped."""
         if quotes.dtype != QUOTE_DTYPE:
             raise TypeError(f"quotes must be an engine.events.QUOTE_DTYPE array, not {quotes.dtype}")
-        return int(book.update_marks_from_quotes(quotes, self.st, self.ix, self.cnt))
+        return int(book.update_marks_from_quotes(quotes, self.st, self.ix, self.active, self.agg, self.cnt))
 
     # --- one at a time ---------------------------------------------------------------------------------
     def apply_fill(
@@ -331,7 +336,7 @@ class PnlTracker:
         """Set one mark; False (counted) for an unknown symbol or a bad price."""
         sid = self.symbol_id(symbol)
         ids = np.array([sid], dtype=np.int64)
-        return book.update_marks(ids, np.array([_float(price)]), self.st, self.ix, self.cnt) == 0
+        return book.update_marks(ids, np.array([_float(price)]), self.st, self.ix, self.active, self.agg, self.cnt) == 0
 
     # --- sessions ----------------------------------------------------------------------------------
     def roll_session(self, now_ns: int) -> bool:
@@ -422,7 +427,7 @@ class PnlTracker:
     @property
     def daily_pnl(self) -> float:
         """This session, marked to market, after fees (what the daily loss limit watches)."""
-        return float(book.daily_pnl(self.st, self.active, self.agg, self.cnt))
+        return float(book.daily_pnl(self.agg))
 
     @property
     def trade_count(self) -> int:
@@ -485,6 +490,13 @@ class PnlTracker:
         active = np.zeros(n, dtype=np.int64)
         active[:old] = self.active
         self.st, self.ix, self.active = st, ix, active
+        for listener in self._resize_listeners:
+            listener()
+
+    def on_resize(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` whenever the state arrays are replaced by larger ones (symbols added
+        beyond the capacity), so a holder of array references can re-bind them."""
+        self._resize_listeners.append(listener)
 
     def _drop_total(self) -> int:
         base = book.C_FILL_STATUS
