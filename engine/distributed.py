@@ -40,6 +40,7 @@ from engine.batch import (
     plan_groups,
     read_bars,
     temporary_sibling,
+    writer_options,
     _progress_bar,
     _first_line,
 )
@@ -112,7 +113,7 @@ def compute_group_part(
     part = Path(output_dir) / part_name(index)
     tmp = temporary_sibling(part)
     try:
-        with pq.ParquetWriter(str(tmp), schema, compression="zstd") as writer:
+        with pq.ParquetWriter(str(tmp), schema, **writer_options(engine.names)) as writer:
             for _, table in feature_tables(bars, engine, groups):
                 writer.write_table(table.replace_schema_metadata(schema.metadata))
         if part_hook is not None:
