@@ -68,6 +68,7 @@ log = logging.getLogger("tickforge.book")
 
 # --- sentinels -----------------------------------------------------------------------------------
 EMPTY_KEY = np.int64(1 << 62)        #: internal key of an empty side (worse than any real key)
+_EMPTY = int(EMPTY_KEY)
 EMPTY_BID_TICK = -(1 << 62)          #: best bid tick of an empty bid side
 EMPTY_ASK_TICK = 1 << 62             #: best ask tick of an empty ask side
 TICK_LIMIT = float(1 << 53)          #: prices at or beyond this many ticks are rejected (float64 exactness)
@@ -736,11 +737,15 @@ class BookManager:
         self._ival[:, _S_BEST + 1] = EMPTY_KEY
         self._okey = np.zeros((n, 2, int(overflow_capacity)), dtype=np.int64)
         self._oqty = np.zeros((n, 2, int(overflow_capacity)), dtype=np.float64)
-        self._fval = np.array([_tick_conversion(float(t)) for t in ticks], dtype=np.float64).reshape(n, 2)
+        self._conv = [_tick_conversion(float(t)) for t in ticks]  # (mul, div) as Python floats for getters
+        self._fval = np.array(self._conv, dtype=np.float64).reshape(n, 2)
         self._counters = np.zeros(_N_COUNTERS, dtype=np.int64)
+        self._state = (self._qty, self._ival, self._okey, self._oqty, self._fval, self._counters)
         self._tob = np.zeros(n, dtype=TOB_DTYPE)
         self._no_capture = np.zeros(0, dtype=TOB_DTYPE)
         self._update_fn = self._first_update
+        self._apply_deltas_fn = None  # compiled entry points, bound after the first call
+        self._apply_quotes_fn = None
         self._dropped_logged = 0
         self._last_drop_log = -math.inf
 
@@ -754,16 +759,20 @@ class BookManager:
         included; an unknown symbol gets an empty row); with ``tob_per="message"`` one row per message end,
         packed from row 0 (``ApplyResult.tob_rows`` says how many), which is what a strategy reads.
         """
-        deltas = _checked(deltas, BOOK_DELTA_DTYPE, "deltas")
-        if tob_per not in ("delta", "message"):
+        deltas, writeable = _checked(deltas, BOOK_DELTA_DTYPE, "deltas")
+        per_message = tob_per == "message"
+        if not per_message and tob_per != "delta":
             raise InputError(f"tob_per must be 'delta' or 'message', got {tob_per!r}")
-        capture = self._checked_capture(tob_out, len(deltas))
+        capture = self._no_capture if tob_out is None else self._checked_capture(tob_out, len(deltas))
         start = applied = dropped = crossed = messages = rows = 0
         while True:
-            start, a, d, c, m, rows = _apply_deltas(
-                self._qty, self._ival, self._okey, self._oqty, self._fval, self._counters,
-                deltas, start, capture, tob_per == "message", rows, self.depth_levels,
-            )
+            args = self._state + (deltas, start, capture, per_message, rows, self.depth_levels)
+            if self._apply_deltas_fn is not None and writeable:
+                start, a, d, c, m, rows = self._apply_deltas_fn(*args)
+            else:
+                start, a, d, c, m, rows = _apply_deltas(*args)
+                if writeable:
+                    self._apply_deltas_fn = _entry_point(_apply_deltas, args)
             applied += a
             dropped += d
             crossed += c
@@ -777,15 +786,20 @@ class BookManager:
 
     def apply_quotes(self, quotes: np.ndarray, tob_out: np.ndarray | None = None) -> ApplyResult:
         """Apply a ``QUOTE_DTYPE`` batch: each quote replaces its symbol's book with one level per side."""
-        quotes = _checked(quotes, QUOTE_DTYPE, "quotes")
-        capture = self._checked_capture(tob_out, len(quotes))
-        applied, dropped, crossed = _apply_quotes(
-            self._qty, self._ival, self._okey, self._oqty, self._fval, self._counters, quotes, capture, self.depth_levels
-        )
+        quotes, writeable = _checked(quotes, QUOTE_DTYPE, "quotes")
+        capture = self._no_capture if tob_out is None else self._checked_capture(tob_out, len(quotes))
+        args = self._state + (quotes, capture, self.depth_levels)
+        unknown_before = self._counters[C_DROP_SYMBOL]
+        if self._apply_quotes_fn is not None and writeable:
+            applied, dropped, crossed = self._apply_quotes_fn(*args)
+        else:
+            applied, dropped, crossed = _apply_quotes(*args)
+            if writeable:
+                self._apply_quotes_fn = _entry_point(_apply_quotes, args)
         if dropped:
             self._log_drops()
-        known = int(np.count_nonzero((quotes["symbol_id"] >= 0) & (quotes["symbol_id"] < self.n_symbols)))
-        return ApplyResult(applied, dropped, crossed, known, len(quotes) if tob_out is not None else 0)
+        known = len(quotes) - (self._counters[C_DROP_SYMBOL] - unknown_before)
+        return ApplyResult(applied, dropped, crossed, int(known), len(quotes) if tob_out is not None else 0)
 
     def update(self, symbol_id: int, side: int, price: float, size: float, ts_ns: int = 0) -> int:
         """Set one level (size 0 deletes) from Python: ``UPDATE_OK``, ``UPDATE_CROSSED`` or ``UPDATE_DROPPED``."""
@@ -793,9 +807,7 @@ class BookManager:
             # the compiled entry point would truncate a float id silently; insist on integers
             symbol_id = operator.index(symbol_id)
             side = operator.index(side)
-        rc = self._update_fn(
-            self._qty, self._ival, self._okey, self._oqty, self._fval, self._counters, symbol_id, side, price, size, ts_ns
-        )
+        rc = self._update_fn(*self._state, symbol_id, side, price, size, ts_ns)
         if rc >= UPDATE_DROPPED:
             if rc == _NEED_ROOM:
                 self._grow_overflow()
@@ -807,12 +819,7 @@ class BookManager:
         """Compile (or load) the update kernel, then bind its entry point to skip per-call dispatch."""
         args = args[:6] + (int(args[6]), int(args[7]), float(args[8]), float(args[9]), int(args[10]))  # type: ignore[call-overload]
         rc = _update_one(*args)
-        from numba import typeof  # noqa: PLC0415 - only needed once
-
-        sig = tuple(typeof(a) for a in args)
-        overload = _update_one.overloads.get(sig)
-        entry = getattr(overload, "entry_point", None)
-        self._update_fn = entry if callable(entry) else _update_one
+        self._update_fn = _entry_point(_update_one, args)
         return rc
 
     # --- queries -------------------------------------------------------------------------------
@@ -823,48 +830,62 @@ class BookManager:
         _snapshot(self._qty, self._ival, self._okey, self._oqty, self._fval, self.depth_levels, self._tob)
         return self._tob.copy() if copy else self._tob
 
+    # Per-symbol getters read the state arrays from Python (no numba call): cheap for a few symbols.
+    # For many symbols at once use top_of_book() or the tob_out capture of apply_deltas.
+
     def best_bid_tick(self, symbol_id: int) -> int:
-        key = int(self._ival[self._sid(symbol_id), _S_BEST])
-        return EMPTY_BID_TICK if key == EMPTY_KEY else -key
+        key = self._ival.item(self._sid(symbol_id), _S_BEST)
+        return EMPTY_BID_TICK if key == _EMPTY else -key
 
     def best_ask_tick(self, symbol_id: int) -> int:
-        key = int(self._ival[self._sid(symbol_id), _S_BEST + 1])
-        return EMPTY_ASK_TICK if key == EMPTY_KEY else key
+        key = self._ival.item(self._sid(symbol_id), _S_BEST + 1)
+        return EMPTY_ASK_TICK if key == _EMPTY else key
 
     def best_bid_price(self, symbol_id: int) -> float:
-        tick = self.best_bid_tick(symbol_id)
-        return math.nan if tick == EMPTY_BID_TICK else self._price(symbol_id, tick)
+        s = self._sid(symbol_id)
+        key = self._ival.item(s, _S_BEST)
+        if key == _EMPTY:
+            return math.nan
+        mul, div = self._conv[s]
+        return -key * mul / div
 
     def best_ask_price(self, symbol_id: int) -> float:
-        tick = self.best_ask_tick(symbol_id)
-        return math.nan if tick == EMPTY_ASK_TICK else self._price(symbol_id, tick)
+        s = self._sid(symbol_id)
+        key = self._ival.item(s, _S_BEST + 1)
+        if key == _EMPTY:
+            return math.nan
+        mul, div = self._conv[s]
+        return key * mul / div
 
     def best_bid_size(self, symbol_id: int) -> float:
-        return self._best_size(symbol_id, 0)
+        return self._best_size(self._sid(symbol_id), 0)
 
     def best_ask_size(self, symbol_id: int) -> float:
-        return self._best_size(symbol_id, 1)
+        return self._best_size(self._sid(symbol_id), 1)
 
     def midpoint(self, symbol_id: int) -> float:
-        bid, ask = self.best_bid_tick(symbol_id), self.best_ask_tick(symbol_id)
-        if bid == EMPTY_BID_TICK or ask == EMPTY_ASK_TICK:
+        s = self._sid(symbol_id)
+        bid_key, ask_key = self._ival.item(s, _S_BEST), self._ival.item(s, _S_BEST + 1)
+        if bid_key == _EMPTY or ask_key == _EMPTY:
             return math.nan
-        mul, div = self._fval[symbol_id]
-        return float((ask + bid) * mul / div * 0.5)
+        mul, div = self._conv[s]
+        return (ask_key - bid_key) * mul / div * 0.5
 
     def spread(self, symbol_id: int) -> float:
-        bid, ask = self.best_bid_tick(symbol_id), self.best_ask_tick(symbol_id)
-        if bid == EMPTY_BID_TICK or ask == EMPTY_ASK_TICK:
+        s = self._sid(symbol_id)
+        bid_key, ask_key = self._ival.item(s, _S_BEST), self._ival.item(s, _S_BEST + 1)
+        if bid_key == _EMPTY or ask_key == _EMPTY:
             return math.nan
-        mul, div = self._fval[symbol_id]
-        return float((ask - bid) * mul / div)
+        mul, div = self._conv[s]
+        return (ask_key + bid_key) * mul / div
 
     def spread_bps(self, symbol_id: int) -> float:
         mid = self.midpoint(symbol_id)
         return self.spread(symbol_id) / mid * 1e4 if mid == mid else math.nan
 
     def microprice(self, symbol_id: int) -> float:
-        """Size-weighted mid: leans towards the side with less size (the side more likely to trade away)."""
+        """Size-weighted mid, (bid * ask_size + ask * bid_size) / (bid_size + ask_size): nearer the bid when
+        the ask holds more size, i.e. nearer the side more likely to be traded through next."""
         bid_px, ask_px = self.best_bid_price(symbol_id), self.best_ask_price(symbol_id)
         if bid_px != bid_px or ask_px != ask_px:
             return math.nan
@@ -872,10 +893,10 @@ class BookManager:
         return (bid_px * ask_sz + ask_px * bid_sz) / (bid_sz + ask_sz)
 
     def last_update_ns(self, symbol_id: int) -> int:
-        return int(self._ival[self._sid(symbol_id), _S_LAST_TS])
+        return self._ival.item(self._sid(symbol_id), _S_LAST_TS)
 
     def is_crossed(self, symbol_id: int) -> bool:
-        return bool(self._ival[self._sid(symbol_id), _S_CROSSED])
+        return self._ival.item(self._sid(symbol_id), _S_CROSSED) != 0
 
     def crossed_symbols(self) -> np.ndarray:
         """Ids of the symbols whose book is crossed or locked now."""
@@ -932,25 +953,18 @@ class BookManager:
     # --- internals -----------------------------------------------------------------------------
 
     def _sid(self, symbol_id: int) -> int:
-        s = operator.index(symbol_id)
+        s = symbol_id if type(symbol_id) is int else operator.index(symbol_id)
         if not 0 <= s < self.n_symbols:
             raise InputError(f"unknown symbol id {s} (book holds 0..{self.n_symbols - 1})")
         return s
 
-    def _price(self, symbol_id: int, tick: int) -> float:
-        mul, div = self._fval[symbol_id]
-        return float(tick * mul / div)
-
-    def _best_size(self, symbol_id: int, si: int) -> float:
-        row = self._ival[self._sid(symbol_id)]
-        key = int(row[_S_BEST + si])
-        if key == EMPTY_KEY:
+    def _best_size(self, s: int, si: int) -> float:
+        key = self._ival.item(s, _S_BEST + si)
+        if key == _EMPTY:
             return 0.0
-        return float(self._qty[symbol_id, si, key - int(row[_S_BASE + si])])
+        return self._qty.item(s, si, key - self._ival.item(s, _S_BASE + si))
 
-    def _checked_capture(self, tob_out: np.ndarray | None, n: int) -> np.ndarray:
-        if tob_out is None:
-            return self._no_capture
+    def _checked_capture(self, tob_out: np.ndarray, n: int) -> np.ndarray:
         if not isinstance(tob_out, np.ndarray) or tob_out.dtype != TOB_DTYPE or tob_out.ndim != 1 or len(tob_out) < n:
             raise InputError(f"tob_out must be a 1-D TOB_DTYPE array of at least {n} rows")
         if not tob_out.flags.c_contiguous:
@@ -965,6 +979,7 @@ class BookManager:
         okey[:, :, :cap] = self._okey
         oqty[:, :, :cap] = self._oqty
         self._okey, self._oqty = okey, oqty
+        self._state = (self._qty, self._ival, self._okey, self._oqty, self._fval, self._counters)
         self._counters[C_GROWS] += 1
         log.info("book overflow store grown to %d levels per symbol side", cap * 2)
 
@@ -982,11 +997,27 @@ class BookManager:
         log.warning("book dropped bad events (totals: %s)", reasons)
 
 
-def _checked(events: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
+def _entry_point(dispatcher, args: tuple):
+    """The compiled kernel for exactly these argument types, callable without numba's per-call type
+    dispatch (which costs microseconds with record arrays). Only ever called with arguments of the same
+    types, which the callers guarantee (dtype, C order and writeability checked before each call).
+    Falls back to the dispatcher if numba does not expose the entry point."""
+    from numba import typeof  # noqa: PLC0415 - needed once per kernel
+
+    overload = dispatcher.overloads.get(tuple(typeof(a) for a in args))
+    entry = getattr(overload, "entry_point", None)
+    return entry if callable(entry) else dispatcher
+
+
+def _checked(events: np.ndarray, dtype: np.dtype, what: str) -> tuple[np.ndarray, bool]:
+    """(C-contiguous events, writeable?) or InputError."""
     if not isinstance(events, np.ndarray) or events.dtype != dtype or events.ndim != 1:
         got = getattr(events, "dtype", type(events).__name__)
         raise InputError(f"{what} must be a 1-D array of engine.events dtype, got {got}")
-    return events if events.flags.c_contiguous else np.ascontiguousarray(events)
+    flags = events.flags
+    if flags.c_contiguous:
+        return events, flags.writeable
+    return np.ascontiguousarray(events), True
 
 
 __all__ = [
