@@ -374,3 +374,46 @@ def test_decision_counts_and_order_type_inference():
     assert counts["ZERO_QTY"] == 1
     assert counts["INVALID_ORDER_TYPE"] == 1
     assert engine.check(A, BUY, 1.0, NAN, ORDER_MARKET, NAN, T0) == codes.RISK_APPROVED
+
+
+def test_symbols_added_to_a_shared_map_later_are_checked_by_id():
+    from engine.risk import PnlTracker, RiskEngine, SymbolIndex
+
+    shared = SymbolIndex(["AAA"])
+    engine = RiskEngine(RiskConfig(), PnlTracker(shared, clock=lambda: T0))
+    late = [shared.add(f"L{k:02d}") for k in range(40)]  # past the initial capacity: arrays grow
+    engine.tracker.update_marks(np.array(late), np.full(len(late), 10.0))
+    assert engine.check(late[-1], BUY, 5.0, ts_ns=T0) == codes.RISK_APPROVED
+    extra = shared.add("LATEST")
+    assert engine.tracker.set_mark(extra, 10.0)  # marking registers the new id
+    assert engine.check(extra, BUY, 1.0, ts_ns=T0) == codes.RISK_APPROVED
+    newest = shared.add("NEWEST")  # nothing synced it: the check does, on its way to the denial
+    assert engine.check(newest, BUY, 1.0, ts_ns=T0) == codes.DENY_NO_MARK
+    assert engine.tracker.position(late[-1]).pending_buy_qty == 5.0
+
+
+def test_exposure_and_daily_pnl_totals_match_a_recount():
+    rng = np.random.default_rng(3)
+    engine = make_engine(max_order_qty=1e6, max_position_qty=1e9, max_symbol_notional=1e12,
+                         max_gross_notional=1e12, max_daily_loss=1e12, max_orders_per_window=100_000)
+    t = engine.tracker
+    for step in range(3_000):  # crosses the periodic exact re-sum
+        sid = int(rng.integers(0, 4))
+        action = rng.integers(0, 4)
+        if action == 0:
+            t.set_mark(sid, float(rng.integers(50, 150)))
+        elif action == 1:
+            engine.check(sid, int(rng.choice([1, -1])), float(rng.integers(1, 50)), ts_ns=T0 + step)
+        elif action == 2:
+            engine.apply_fills(fills((sid, int(rng.choice([1, -1])), float(rng.integers(1, 50)),
+                                      float(rng.integers(50, 150)))))
+        else:
+            engine.release(sid, int(rng.choice([1, -1])), float(rng.integers(1, 50)))
+        if step % 500 == 0 or step == 2_999:
+            gross = 0.0
+            for p in (t.position(s) for s in range(4)):
+                if p.qty or p.pending_buy_qty or p.pending_sell_qty:
+                    gross += max(abs(p.qty + p.pending_buy_qty), abs(p.qty - p.pending_sell_qty)) * p.mark
+            assert engine.gross_exposure == pytest.approx(gross, rel=1e-9, abs=1e-6)
+            assert t.daily_pnl == pytest.approx(sum(t.position(s).daily_pnl for s in range(4)), rel=1e-9, abs=1e-6)
+            assert t.daily_pnl == pytest.approx(t.net_pnl, rel=1e-9, abs=1e-6)

@@ -280,12 +280,14 @@ class PnlTracker:
         px = np.ascontiguousarray(prices, dtype=np.float64)
         if ids.shape != px.shape:
             raise ValueError(f"{ids.size} symbol ids but {px.size} prices")
+        self.sync_symbols()
         return int(book.update_marks(ids, px, self.st, self.ix, self.active, self.agg, self.cnt))
 
     def update_marks_from_quotes(self, quotes: np.ndarray) -> int:
         """Mark at the mid of QUOTE_DTYPE quotes; one-sided or crossed quotes are counted and skipped."""
         if quotes.dtype != QUOTE_DTYPE:
             raise TypeError(f"quotes must be an engine.events.QUOTE_DTYPE array, not {quotes.dtype}")
+        self.sync_symbols()
         return int(book.update_marks_from_quotes(quotes, self.st, self.ix, self.active, self.agg, self.cnt))
 
     # --- one at a time ---------------------------------------------------------------------------------
