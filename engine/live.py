@@ -329,10 +329,8 @@ class LiveEngine:
             self._stop_event = asyncio.Event()
         cfg = self.config
         live = self.live_cfg
-        self.backend = resolve_backend(live.backend)
         key_id, secret_key, trading_url, feed_url = await self._connect_venue()
-        self._build_pipeline()
-        self._warm_up()
+        self.build(self.universe)
 
         from engine.execution.client import AlpacaRestClient  # noqa: PLC0415 - the network stack loads on run
         from engine.execution.router import OrderRouter  # noqa: PLC0415
@@ -340,7 +338,8 @@ class LiveEngine:
         from engine.marketdata.client import StreamClient  # noqa: PLC0415
 
         client = AlpacaRestClient(trading_url, key_id, secret_key, cfg.execution)
-        self.router = OrderRouter(client, cfg.execution, quotes=self._quote_of)
+        self.router = OrderRouter(client, cfg.execution, quotes=self._quote_of, session_id=self._ids.session_id)
+        self.router.ids = self._ids  # one id sequence: decided orders get their client_order_id up front
         self.trade_updates = TradeUpdatesStream(
             client, state=self.router.state, on_fill=self._on_fill, on_event=self._on_event,
             retry=self.router.retry, healthy_after_s=cfg.feed.healthy_after_s,
@@ -394,6 +393,25 @@ class LiveEngine:
         alpaca = cfg.alpaca
         return alpaca.key_id, alpaca.secret_key, alpaca.base_trading_url, stream_url(alpaca, "stocks")
 
+    def build(self, universe: list[str]) -> None:
+        """Build the pipeline for ``universe`` without any venue connection (``start`` calls this;
+        benchmarks and replays call it directly, then feed ``process_frame``)."""
+        self.universe = list(universe)
+        self.backend = resolve_backend(self.live_cfg.backend)
+        self._build_pipeline()
+        self._warm_up()
+
+    def process_frame(self, batch: Any) -> list[tuple[str, int]]:
+        """Run one decoded frame through book, bars, features, strategy and risk; returns the
+        ``("send" | "cancel", order_seq)`` actions it decided (not dispatched). Off-loop cross-sections
+        are computed inline here."""
+        actions, pending = self._process_frame(batch)
+        for bar_close, (features, window) in pending:
+            cs = self.cross_section.compute(features, window)
+            self.stats.cross_section_steps += 1
+            actions += self._decide(self._call_strategy("on_bar", _with_cross_section(bar_close, cs)), self.ctx.now_ns)
+        return actions
+
     def _build_pipeline(self) -> None:
         from engine.bars import BarAggregator  # noqa: PLC0415
         from engine.book import TOB_DTYPE, BookManager  # noqa: PLC0415
@@ -425,6 +443,9 @@ class LiveEngine:
         if self._offload:
             self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tickforge-cross-section")
         self.ctx = StrategyContext(self.universe)
+        from engine.execution.router import ClientOrderIds, new_session_id  # noqa: PLC0415
+
+        self._ids = ClientOrderIds(self.config.execution.client_order_id_prefix, new_session_id())
 
     def _warm_up(self) -> None:
         """Compile (or load from cache) every kernel before the first frame, so latency is steady."""
@@ -648,7 +669,7 @@ class LiveEngine:
             seq = self._next_seq
             self._next_seq += 1
             order = OpenOrder(seq, sid, int(intent.side), float(intent.qty), int(intent.order_type), float(intent.limit_price), intent.tag)
-            coid = self.router.ids.next()
+            coid = self._ids.next()
             self._orders[seq] = _OrderTrack(seq, coid, order, time_in_force=int(intent.time_in_force))
             self._by_coid[coid] = seq
             self._open.add(seq)
@@ -781,8 +802,7 @@ class LiveEngine:
         self.fills.append(FillRecord(seq, symbol, side, qty, price, track.order.tag))
         if track.order.filled_qty >= track.order.qty - QTY_EPS:
             self._finalize(seq)
-        if not self._accepting:
-            return
+        # reported during shutdown too; orders it asks for then are denied (SHUTTING_DOWN)
         stamps = self.latency.begin_frame(now_ns())
         intents = self._call_strategy("on_fill", Fill(sid, side, qty, price, seq, ts_ns, track.order.tag))
         stamps[T_STRATEGY] = now_ns()
