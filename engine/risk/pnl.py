@@ -336,6 +336,7 @@ class PnlTracker:
 
     def set_mark(self, symbol: str | int, price: float) -> bool:
         """Set one mark; False (counted) for an unknown symbol or a bad price."""
+        self.sync_symbols()
         sid = self.symbol_id(symbol)
         ids = np.array([sid], dtype=np.int64)
         return book.update_marks(ids, np.array([_float(price)]), self.st, self.ix, self.active, self.agg, self.cnt) == 0
