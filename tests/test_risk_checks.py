@@ -417,3 +417,29 @@ def test_exposure_and_daily_pnl_totals_match_a_recount():
             assert engine.gross_exposure == pytest.approx(gross, rel=1e-9, abs=1e-6)
             assert t.daily_pnl == pytest.approx(sum(t.position(s).daily_pnl for s in range(4)), rel=1e-9, abs=1e-6)
             assert t.daily_pnl == pytest.approx(t.net_pnl, rel=1e-9, abs=1e-6)
+
+
+def test_output_buffers_are_validated_before_any_kernel_runs():
+    engine = make_engine()
+    engine.set_mark("AAA", 10.0)
+    batch = orders((A, BUY, 1.0), (A, BUY, 1.0))
+    with pytest.raises(ValueError, match="codes must be a 1-d int32 array of at least 2"):
+        engine.check_orders(batch, codes=np.zeros(1, dtype=np.int32))
+    with pytest.raises(ValueError, match="attempted must be a 1-d float64 array"):
+        engine.check_orders(batch, attempted=np.zeros(2, dtype=np.float32))
+    with pytest.raises(ValueError, match="realized_out must be a 1-d float64 array"):
+        engine.apply_fills(fills((A, BUY, 1.0, 10.0)), realized_out=np.zeros(0))
+    with pytest.raises(TypeError, match="ORDER_DTYPE"):
+        engine.check_orders(fills((A, BUY, 1.0, 10.0)))
+    assert engine.tracker.position("AAA").pending_buy_qty == 0.0
+
+
+def test_public_api_is_what_the_docs_list():
+    import engine.risk as risk
+
+    assert sorted(risk.__all__) == sorted([
+        "DENIAL_NAMES", "FILL_STATUS_NAMES", "RISK_APPROVED", "STATE_ACTIVE", "STATE_HALTED", "STATE_REDUCING",
+        "AssetInfo", "Decision", "FillResult", "PnlTracker", "Position", "RiskEngine", "SessionClock",
+        "SymbolIndex", "SymbolLookup", "codes", "denial_name", "exec_id_of", "warm_up",
+    ])
+    assert all(hasattr(risk, name) for name in risk.__all__)

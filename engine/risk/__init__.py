@@ -5,6 +5,7 @@ batch, ``check_order`` by symbol name with a reason); ``PnlTracker`` books fills
 one record of positions the risk checks read. Codes are stable integers in ``engine.risk.codes``.
 """
 
+from engine.risk import codes
 from engine.risk.codes import (
     DENIAL_NAMES,
     FILL_STATUS_NAMES,
@@ -35,6 +36,7 @@ __all__ = [
     "SessionClock",
     "SymbolIndex",
     "SymbolLookup",
+    "codes",
     "denial_name",
     "exec_id_of",
     "warm_up",

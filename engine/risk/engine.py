@@ -249,8 +249,9 @@ class RiskEngine:
         if orders.dtype != ORDER_DTYPE:
             raise TypeError(f"orders must be an engine.events.ORDER_DTYPE array, not {orders.dtype}")
         n = orders.size
-        codes = np.empty(n, dtype=np.int32) if codes is None else codes
-        attempted = np.empty(n, dtype=np.float64) if attempted is None else attempted
+        codes = np.empty(n, dtype=np.int32) if codes is None else _checked_out(codes, np.int32, n, "codes")
+        attempted = (np.empty(n, dtype=np.float64) if attempted is None
+                     else _checked_out(attempted, np.float64, n, "attempted"))
         t = self.tracker
         now = t.clock() if now_ns is None else int(now_ns)
         t.sync_symbols()
@@ -439,6 +440,13 @@ def _ring_times(rs: np.ndarray) -> np.ndarray:
     cap, head, count = int(rs[checks.R_RING_CAP]), int(rs[checks.R_RING_HEAD]), int(rs[checks.R_RING_COUNT])
     idx = (head + np.arange(count)) % cap
     return rs[checks.R_RING + idx].copy()
+
+
+def _checked_out(out: np.ndarray, dtype: type, n: int, name: str) -> np.ndarray:
+    # kernels run without bounds checks: a short or mistyped output buffer must never reach them
+    if not isinstance(out, np.ndarray) or out.dtype != dtype or out.ndim != 1 or out.size < n:
+        raise ValueError(f"{name} must be a 1-d {np.dtype(dtype).name} array of at least {n} elements")
+    return out
 
 
 def _float(value: object) -> float:

@@ -255,7 +255,14 @@ class PnlTracker:
             raise TypeError(f"fills must be an engine.events.FILL_DTYPE array, not {fills.dtype}")
         n = fills.size
         status = np.full(n, FILL_NOT_PROCESSED, dtype=np.uint8)
-        realized = np.zeros(n, dtype=np.float64) if realized_out is None else realized_out
+        if realized_out is None:
+            realized = np.zeros(n, dtype=np.float64)
+        elif (not isinstance(realized_out, np.ndarray) or realized_out.dtype != np.float64
+              or realized_out.ndim != 1 or realized_out.size < n):
+            # kernels run without bounds checks: a short or mistyped buffer must never reach them
+            raise ValueError(f"realized_out must be a 1-d float64 array of at least {n} elements")
+        else:
+            realized = realized_out
         if n == 0:
             return status
         self.sync_symbols()
