@@ -106,7 +106,8 @@ def _decide(st, ix, active, agg, cnt, lim, rs, sid, side, qty, order_type, limit
         return DENY_UNKNOWN_SYMBOL, float(sid)
     if side != 1 and side != -1:
         return DENY_INVALID_SIDE, float(side)
-    if order_type != ORDER_MARKET and order_type != ORDER_LIMIT and order_type != ORDER_STOP and order_type != ORDER_STOP_LIMIT:
+    if not (order_type == ORDER_MARKET or order_type == ORDER_LIMIT
+            or order_type == ORDER_STOP or order_type == ORDER_STOP_LIMIT):
         return DENY_INVALID_ORDER_TYPE, float(order_type)
     if qty == 0.0:
         return DENY_ZERO_QTY, 0.0

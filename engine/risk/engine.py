@@ -23,7 +23,16 @@ import numba
 import numpy as np
 
 from engine.config import RiskConfig
-from engine.events import FILL_DTYPE, ORDER_DTYPE, QUOTE_DTYPE, ORDER_LIMIT, ORDER_MARKET, ORDER_STOP, ORDER_STOP_LIMIT, empty
+from engine.events import (
+    FILL_DTYPE,
+    ORDER_DTYPE,
+    ORDER_LIMIT,
+    ORDER_MARKET,
+    ORDER_STOP,
+    ORDER_STOP_LIMIT,
+    QUOTE_DTYPE,
+    empty,
+)
 from engine.risk import _book as book
 from engine.risk import checks
 from engine.risk.codes import (
@@ -166,8 +175,9 @@ class RiskEngine:
     ) -> int:
         """Check one order by symbol id; returns its code (0 = approved, the order is now in flight).
 
-        ``ts_ns`` (epoch ns) places it in the rate window, 0 means now (the tracker's clock). The attempted value behind
-        a denial is in ``last_attempted``; ``explain(code, last_attempted)`` words it."""
+        ``ts_ns`` (epoch ns) places it in the rate window; 0 means now (the tracker's clock). The
+        attempted value behind a denial is in ``last_attempted``; ``explain(code, last_attempted)``
+        words it. Bad values are denials; only arguments that are not numbers at all raise."""
         t = self.tracker
         if ts_ns <= 0:
             ts_ns = t.clock()

@@ -227,7 +227,12 @@ class PnlTracker:
         return self._symbols.name(int(symbol_id))
 
     def set_asset_info(
-        self, symbol: str | int, *, asset_id: str | None = None, exchange: str | None = None, asset_class: str | None = None
+        self,
+        symbol: str | int,
+        *,
+        asset_id: str | None = None,
+        exchange: str | None = None,
+        asset_class: str | None = None,
     ) -> None:
         """Override the asset details shown in the Alpaca position JSON for one symbol."""
         from engine.risk.alpaca_positions import default_asset_info  # noqa: PLC0415 - only for JSON output
@@ -514,7 +519,8 @@ class PnlTracker:
 
     def _log_drops(self, status: np.ndarray) -> None:
         counts = np.bincount(status, minlength=N_FILL_STATUSES)
-        bad = {FILL_STATUS_NAMES[k]: int(c) for k, c in enumerate(counts) if c and k not in (FILL_APPLIED, FILL_DUPLICATE)}
+        bad = {FILL_STATUS_NAMES[k]: int(c) for k, c in enumerate(counts)
+               if c and k not in (FILL_APPLIED, FILL_DUPLICATE)}
         if counts[FILL_DUPLICATE]:
             log.info("ignored %d duplicate fill(s) (execution id seen before)", int(counts[FILL_DUPLICATE]))
         if bad:
