@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import best_of, machine, write_result  # noqa: E402
-from engine.batch import FeatureEngine, compute_features  # noqa: E402
+from engine.batch import compute_features, feature_names, panel_cell_bytes  # noqa: E402
 from engine.distributed import run_job  # noqa: E402
 from engine.sample import synthetic_bars  # noqa: E402
 
@@ -52,8 +52,8 @@ def main() -> None:
         small = synthetic_bars(overhead_symbols, overhead_bars, seed=2)
         small_src = work / "small.parquet"
         pq.write_table(small, small_src)
-        planner = FeatureEngine(WINDOWS, "cpu", "float64")
-        names, cell_bytes = planner.names, planner.bytes_per_cell(6)
+        names = feature_names(WINDOWS)
+        cell_bytes = panel_cell_bytes(6, len(names), "float64")
         print(f"universe: {n_symbols} symbols, {bars.num_rows} bars, {len(names)} features; machine: {machine()}")
 
         def single() -> None:

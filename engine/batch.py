@@ -293,6 +293,19 @@ class PanelLayout:
         return np.take(panel.reshape(-1), self.flat_index)
 
 
+def panel_cell_bytes(n_inputs: int, n_features: int, dtype: np.dtype | str) -> int:
+    """Memory one (bar, symbol) cell of a group costs: float64 input panels (the kernels accumulate in
+    float64), the feature panels in the job's dtype, and the kernels' temporaries."""
+    return 8 * n_inputs + np.dtype(dtype).itemsize * (n_features + SCRATCH_PANELS)
+
+
+def feature_names(windows: Sequence[int]) -> tuple[str, ...]:
+    """The job's feature columns for ``windows``, without choosing a backend."""
+    from engine.features import feature_names as names  # noqa: PLC0415
+
+    return tuple(names(tuple(windows)))
+
+
 class FeatureEngine:
     """A ``FeatureComputer`` plus the knowledge of what one panel cell costs."""
 
@@ -305,8 +318,7 @@ class FeatureEngine:
         self.names: tuple[str, ...] = tuple(self.computer.names)
 
     def bytes_per_cell(self, n_inputs: int) -> int:
-        # Input panels stay float64 (the kernels accumulate in float64); outputs are in the job's dtype.
-        return 8 * n_inputs + self.dtype.itemsize * (len(self.names) + SCRATCH_PANELS)
+        return panel_cell_bytes(n_inputs, len(self.names), self.dtype)
 
     def compute(self, panels: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
         return self.computer.batch(

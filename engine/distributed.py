@@ -34,9 +34,11 @@ from engine.backend import BACKENDS
 from engine.batch import (
     JobSummary,
     FeatureEngine,
+    feature_names,
     feature_tables,
     open_bars_dataset,
     output_schema,
+    panel_cell_bytes,
     plan_groups,
     read_bars,
     temporary_sibling,
@@ -91,6 +93,7 @@ def compute_group_part(
     dtype: str,
     budget_bytes: int,
     job_id: str,
+    workers_per_host: dict[str, int] | None = None,
     part_hook: PartHook | None = None,
 ) -> dict[str, Any]:
     """Worker task: features for one symbol group, written atomically to its part file.
@@ -99,13 +102,17 @@ def compute_group_part(
     a group whose data will never be valid.
     """
     t0 = time.perf_counter()
+    _share_cores(workers_per_host)
     try:
         bars = read_bars(input_path, symbols=symbols)
     except InputError as exc:
         return {"index": index, "error": str(exc)}
     if list(bars.symbols) != list(symbols):
         return {"index": index, "error": f"group {index}: the input's symbols changed since the job was planned"}
-    engine = _engine_for(windows, backend, dtype)
+    try:
+        engine = _engine_for(windows, backend, dtype)
+    except TickforgeError as exc:  # e.g. --backend gpu on a worker without one: retrying cannot help
+        return {"index": index, "error": f"worker cannot compute group {index}: {exc}"}
     groups = plan_groups(bars.lengths, engine.bytes_per_cell(len(bars.columns)), budget_bytes)
     schema = output_schema(bars.timestamps.type, engine.names, engine.dtype)
     identity = {"job": job_id, "index": index, "symbols": _digest(symbols), "rows": bars.n_rows, "backend": engine.backend.name}
@@ -128,6 +135,28 @@ def compute_group_part(
         "backend": engine.backend.name,
         "seconds": time.perf_counter() - t0,
     }
+
+
+def _share_cores(workers_per_host: dict[str, int] | None) -> None:
+    """Give this task's numba kernels the host's cores divided by the workers on the host.
+
+    Each worker process would otherwise start one numba thread per core, so N workers on one host
+    would run N x cores threads fighting over the same cores.
+    """
+    if not workers_per_host:
+        return
+    try:
+        from urllib.parse import urlparse  # noqa: PLC0415
+
+        import numba  # noqa: PLC0415
+        from distributed import get_worker  # noqa: PLC0415
+
+        host = urlparse(get_worker().address).hostname or ""
+    except (ImportError, ValueError):
+        return  # not running inside a Dask worker
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    share = max(1, cores // max(1, workers_per_host.get(host, 1)))
+    numba.set_num_threads(min(share, numba.config.NUMBA_NUM_THREADS))
 
 
 def part_is_valid(part: Path, job_id: str, index: int, symbols: Sequence[str], rows: int) -> bool:
@@ -174,9 +203,8 @@ def run_job(
     _check_output_dir(dst, src, resume)
 
     symbols, lengths = _symbol_lengths(src)
-    planner = FeatureEngine(windows, "cpu", dtype)  # names and cell size do not depend on the backend
-    names = planner.names
-    bytes_per_cell = planner.bytes_per_cell(6 if "vwap" in open_bars_dataset(src).schema.names else 5)
+    names = feature_names(windows)
+    bytes_per_cell = panel_cell_bytes(6 if "vwap" in open_bars_dataset(src).schema.names else 5, len(names), dtype)
     job_id = _job_id(src, windows, dtype, names)
 
     created_dir = not dst.exists()
@@ -266,11 +294,13 @@ def _run_groups(
     from distributed import as_completed  # noqa: PLC0415
 
     todo = [g for g in plan if not g["done"]]
+    per_host = _workers_per_host(client)
     run_token = uuid.uuid4().hex[:8]
     futures = [
         client.submit(
             compute_group_part, str(src), str(dst), g["index"], g["symbols"], windows, backend, dtype, budget,
-            job_id, part_hook, key=f"tickforge-features-{run_token}-{g['index']:05d}", pure=False, retries=TASK_RETRIES,
+            job_id, per_host, part_hook, key=f"tickforge-features-{run_token}-{g['index']:05d}", pure=False,
+            retries=TASK_RETRIES,
         )
         for g in todo
     ]
@@ -345,11 +375,7 @@ class _connect:  # noqa: N801 - a context manager that reads like a call
 def _group_budget(client: Any, memory_budget_mb: float) -> int:
     """The user's budget, cut down to what the smallest worker can hold per thread."""
     budget = int(memory_budget_mb * 2**20)
-    try:
-        info = client.scheduler_info(n_workers=-1)  # newer Dask lists only a few workers by default
-    except TypeError:
-        info = client.scheduler_info()
-    workers = info.get("workers", {})
+    workers = _workers(client)
     per_thread = [
         int(w["memory_limit"]) // max(1, int(w.get("nthreads", 1)))
         for w in workers.values()
@@ -358,6 +384,24 @@ def _group_budget(client: Any, memory_budget_mb: float) -> int:
     if per_thread:
         budget = min(budget, min(per_thread) // WORKER_MEMORY_SHARE)
     return max(1, budget)
+
+
+def _workers(client: Any) -> dict[str, dict[str, Any]]:
+    try:
+        info = client.scheduler_info(n_workers=-1)  # newer Dask lists only a few workers by default
+    except TypeError:
+        info = client.scheduler_info()
+    return dict(info.get("workers", {}))
+
+
+def _workers_per_host(client: Any) -> dict[str, int]:
+    from urllib.parse import urlparse  # noqa: PLC0415
+
+    counts: dict[str, int] = {}
+    for address in _workers(client):
+        host = urlparse(address).hostname or ""
+        counts[host] = counts.get(host, 0) + 1
+    return counts
 
 
 def _symbol_lengths(src: Path) -> tuple[list[str], np.ndarray]:
