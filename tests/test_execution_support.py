@@ -64,7 +64,8 @@ async def broker(book: StaticBook) -> AsyncIterator[PaperBroker]:
         yield running
 
 
-@pytest.fixture
-async def router(broker: PaperBroker) -> AsyncIterator[OrderRouter]:
-    async with OrderRouter(make_client(broker), session_id="t") as running:
+@pytest.fixture(params=["lane", "httpx"])
+async def router(broker: PaperBroker, request: pytest.FixtureRequest) -> AsyncIterator[OrderRouter]:
+    """A router whose order submits go over the order lane, or (second run) through httpx."""
+    async with OrderRouter(make_client(broker, order_lane=request.param == "lane"), session_id="t") as running:
         yield running

@@ -80,7 +80,7 @@ def test_requests_are_validated_before_anything_is_sent() -> None:
         OrderRequest(symbol="AAPL", side="buy", qty=-1)
     with pytest.raises(pydantic.ValidationError, match="extended_hours"):
         OrderRequest(symbol="AAPL", side="buy", qty=1, extended_hours=True)
-    assert buy("1.5").to_wire() == b'{"symbol":"AAPL","side":"buy","type":"market","time_in_force":"day","qty":"1.5","extended_hours":false}'
+    assert buy("1.5").to_wire() == b'{"symbol":"AAPL","side":"buy","type":"market","time_in_force":"day","qty":"1.5"}'
 
 
 async def test_reads_and_cancels(router: OrderRouter) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +20,7 @@ from pydantic import SecretStr, TypeAdapter
 from engine.config import ExecutionConfig, TickforgeConfig
 from engine.errors import TickforgeError
 from engine.execution.errors import ApiError, api_error
+from engine.execution.lane import OrderLane
 from engine.execution.models import Account, ApiErrorBody, CancelResult, Order, OrderRequest, Position
 from engine.execution.ratelimit import RateLimiter
 
@@ -67,6 +68,8 @@ class AlpacaRestClient:
             follow_redirects=False,  # a redirect on an order endpoint is a misconfiguration, not something to follow
         )
         self._orders_url = f"{self.base_url}/v2/orders"
+        auth = {"APCA-API-KEY-ID": key, "APCA-API-SECRET-KEY": secret}
+        self._lane = OrderLane(self.base_url, auth, cfg) if cfg.order_lane and transport is None else None
 
     @classmethod
     def from_config(cls, config: TickforgeConfig, *, sim_base_url: str | None = None) -> AlpacaRestClient:
@@ -97,6 +100,8 @@ class AlpacaRestClient:
         )
 
     async def aclose(self) -> None:
+        if self._lane is not None:
+            await self._lane.aclose()
         await self._http.aclose()
 
     async def __aenter__(self) -> AlpacaRestClient:
@@ -134,11 +139,28 @@ class AlpacaRestClient:
 
     # --- orders ----------------------------------------------------------------------------------
 
-    async def submit_order(self, request: OrderRequest | bytes, *, extensions: dict[str, Any] | None = None) -> Order:
-        """``POST /v2/orders``. Pass pre-serialised bytes to keep serialisation out of the send path."""
+    async def submit_order(
+        self,
+        request: OrderRequest | bytes,
+        *,
+        extensions: dict[str, Any] | None = None,
+        on_sent: Callable[[int], None] | None = None,
+    ) -> Order:
+        """``POST /v2/orders``. Pass pre-serialised bytes to keep serialisation out of the send path.
+
+        Goes over the order lane when it is enabled (``on_sent(perf_counter_ns)`` then fires once the
+        request is on the socket), else through httpx (``extensions`` reach httpx, e.g. a trace hook).
+        """
         body = request if isinstance(request, bytes) else request.to_wire()
-        response = await self.send("POST", self._orders_url, content=body, extensions=extensions)
-        return Order.model_validate_json(response.content)
+        if self._lane is None:
+            response = await self.send("POST", self._orders_url, content=body, extensions=extensions)
+            return Order.model_validate_json(response.content)
+        await self.limiter.acquire()
+        reply = await self._lane.request("POST", "/v2/orders", body, on_sent=on_sent)
+        self.limiter.observe(reply.status, reply.headers)
+        if reply.status >= 400:
+            raise _error_from_parts(reply.status, reply.reason, reply.headers, reply.content)
+        return Order.model_validate_json(reply.content)
 
     async def get_order(self, order_id: str) -> Order:
         response = await self.send("GET", f"{self._orders_url}/{order_id}")
@@ -200,17 +222,21 @@ class AlpacaRestClient:
 
 
 def _error_from(response: httpx.Response) -> ApiError:
+    return _error_from_parts(response.status_code, response.reason_phrase, response.headers, response.content)
+
+
+def _error_from_parts(status: int, reason: str, headers: Mapping[str, str], content: bytes) -> ApiError:
     code: int | None = None
-    message = response.reason_phrase or "error"
-    if response.content:
+    message = reason or "error"
+    if content:
         try:
-            body = ApiErrorBody.model_validate_json(response.content)
+            body = ApiErrorBody.model_validate_json(content)
             code, message = body.code, body.message or message
         except ValueError:
-            message = response.text[:200]
-    retry_after = response.headers.get("retry-after")
+            message = content[:200].decode("utf-8", "replace")
+    retry_after = headers.get("retry-after")
     try:
         retry_after_s = float(retry_after) if retry_after is not None else None
     except ValueError:
         retry_after_s = None
-    return api_error(response.status_code, code, message, retry_after_s)
+    return api_error(status, code, message, retry_after_s)

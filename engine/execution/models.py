@@ -11,6 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from engine.events import (
@@ -25,6 +26,8 @@ from engine.events import (
     STATUS_REJECTED,
     STATUS_UNKNOWN,
 )
+
+_encode = msgspec.json.encode
 
 OrderSide = Literal["buy", "sell"]
 OrderType = Literal["market", "limit", "stop", "stop_limit"]
@@ -93,9 +96,24 @@ class OrderRequest(BaseModel):
     def is_buy(self) -> bool:
         return self.side == "buy"
 
-    def to_wire(self) -> bytes:
-        """JSON body with decimals as strings and unset fields left out."""
-        return self.model_dump_json(exclude_none=True, exclude_defaults=False).encode()
+    def to_wire(self, client_order_id: str | None = None) -> bytes:
+        """JSON body with decimals as plain-notation strings and unset fields left out."""
+        fields: dict[str, object] = {
+            "symbol": self.symbol,
+            "side": self.side,
+            "type": self.type,
+            "time_in_force": self.time_in_force,
+        }
+        for name in ("qty", "notional", "limit_price", "stop_price"):
+            value = getattr(self, name)
+            if value is not None:
+                fields[name] = format(value, "f")
+        if self.extended_hours:
+            fields["extended_hours"] = True
+        coid = client_order_id or self.client_order_id
+        if coid is not None:
+            fields["client_order_id"] = coid
+        return _encode(fields)
 
 
 class _Response(BaseModel):

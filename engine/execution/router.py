@@ -106,11 +106,11 @@ class OrderRouter:
 
     # --- submit ----------------------------------------------------------------------------------
 
-    def prepare(self, request: OrderRequest, quote: tuple[float, float] | None = None) -> tuple[OrderRequest, bytes]:
-        """Pre-trade checks, slippage guard, id assignment and serialisation (no I/O).
+    def prepare(self, request: OrderRequest, quote: tuple[float, float] | None = None) -> tuple[OrderRequest, str, bytes]:
+        """Pre-trade check, slippage guard, id assignment and serialisation (no I/O).
 
-        Returns the request as it will be sent and its wire body. Raises ``SlippageRejected`` or
-        whatever the pre-trade check raises.
+        Returns the request as it will be sent, its ``client_order_id`` and its wire body. Raises
+        ``SlippageRejected`` or whatever the pre-trade check raises.
         """
         if self._pre_trade is not None:
             self._pre_trade(request)
@@ -118,9 +118,8 @@ class OrderRouter:
             quote = self._quotes(request.symbol)
         bid, ask = quote if quote is not None else (None, None)
         request = self.guard.check(request, bid, ask).request
-        if request.client_order_id is None:
-            request = request.model_copy(update={"client_order_id": self.ids.next()})
-        return request, request.to_wire()
+        coid = request.client_order_id or self.ids.next()
+        return request, coid, request.to_wire(coid)
 
     async def submit(
         self,
@@ -128,20 +127,27 @@ class OrderRouter:
         *,
         quote: tuple[float, float] | None = None,
         extensions: dict[str, Any] | None = None,
+        on_sent: Callable[[int], None] | None = None,
     ) -> Order:
         """Check, then submit exactly once; returns the venue's order.
 
         Raises ``SlippageRejected`` (nothing sent), ``ApiError`` for a definite refusal (403, 422),
         ``SubmitFailed`` when the order certainly does not exist after all attempts, or
         ``UnknownOrderOutcome`` when attempts ran out before the outcome was known.
+        ``on_sent(perf_counter_ns)`` fires when the first attempt's bytes are on the socket.
         """
-        request, body = self.prepare(request, quote)
-        coid: str = request.client_order_id  # type: ignore[assignment]
+        request, coid, body = self.prepare(request, quote)
         self.state.record_intent(coid, request)
-        return await self._submit_once(request, body, extensions)
+        return await self._submit_once(request, coid, body, extensions, on_sent)
 
-    async def _submit_once(self, request: OrderRequest, body: bytes, extensions: dict[str, Any] | None) -> Order:
-        coid: str = request.client_order_id  # type: ignore[assignment]
+    async def _submit_once(
+        self,
+        request: OrderRequest,
+        coid: str,
+        body: bytes,
+        extensions: dict[str, Any] | None,
+        on_sent: Callable[[int], None] | None,
+    ) -> Order:
         maybe_created = False
         last_error: BaseException | None = None
         attempts = self.retry.max_attempts
@@ -150,19 +156,22 @@ class OrderRouter:
                 await self.retry.wait(attempt - 1)
             if maybe_created:
                 try:
-                    found = await self._lookup(request)
+                    found = await self._lookup(request, coid)
                 except (*_AMBIGUOUS, *_NOT_SENT) as exc:
                     last_error = exc  # still cannot tell: never resubmit blind
                     continue
                 if found is not None:
                     return found
             try:
-                order = await self.client.submit_order(body, extensions=extensions if attempt == 1 else None)
+                first = attempt == 1
+                order = await self.client.submit_order(
+                    body, extensions=extensions if first else None, on_sent=on_sent if first else None
+                )
             except DuplicateClientOrderId as exc:
                 # An earlier attempt created it after all: fetch it now rather than after a backoff.
                 last_error, maybe_created = exc, True
                 try:
-                    found = await self._lookup(request)
+                    found = await self._lookup(request, coid)
                 except (*_AMBIGUOUS, *_NOT_SENT) as lookup_exc:
                     last_error = lookup_exc
                     continue
@@ -181,7 +190,7 @@ class OrderRouter:
                 return order
         if maybe_created:
             try:
-                found = await self._lookup(request)
+                found = await self._lookup(request, coid)
             except (*_AMBIGUOUS, *_NOT_SENT) as exc:
                 raise UnknownOrderOutcome(coid, attempts, exc) from exc
             if found is not None:
@@ -189,9 +198,8 @@ class OrderRouter:
         self.state.mark_rejected(coid, f"not created: {last_error}")
         raise SubmitFailed(coid, attempts, last_error) from last_error
 
-    async def _lookup(self, request: OrderRequest) -> Order | None:
-        """The order under the request's client_order_id, or None if the venue has none."""
-        coid: str = request.client_order_id  # type: ignore[assignment]
+    async def _lookup(self, request: OrderRequest, coid: str) -> Order | None:
+        """The order under ``coid``, or None if the venue has none."""
         try:
             order = await self.client.get_order_by_client_id(coid)
         except NotFound:
