@@ -126,6 +126,12 @@ class ExecutionConfig(_Frozen):
     slippage_action: Literal["reject", "limit"] = "reject"
     client_order_id_prefix: str = Field("tf", min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_-]+$")
     retry: RetryConfig = RetryConfig()
+    # order submits over a lean keep-alive HTTP/1.1 pool (same timeouts) instead of httpx; off behind a proxy
+    order_lane: bool = True
+    # trade_updates: the reconnect backoff resets only after a connection stayed up this long
+    stream_healthy_after_s: float = Field(30.0, gt=0)
+    # trade_updates: reconciliation looks this far before the outage (covers clock skew with the venue)
+    reconcile_lookback_s: float = Field(2.0, ge=0)
 
 
 class SimConfig(_Frozen):
