@@ -60,6 +60,7 @@ class JobSummary:
     scheduler: str | None = None          # the Dask scheduler address for a distributed run
     groups_skipped: int = 0               # groups a --resume found already written
     backends_used: dict[str, int] = field(default_factory=dict)  # distributed: groups per backend
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # local: read, compute (panels in and out), write
 
     @property
     def symbols_per_s(self) -> float:
@@ -432,6 +433,7 @@ def compute_features(
     check_output_path(dst, src)
     chosen = resolve_backend(backend)
     bars = read_bars(src)
+    read_s = time.perf_counter() - t0
     engine = FeatureEngine(windows, chosen, dtype)
     budget = int(memory_budget_mb * 2**20)
     groups = plan_groups(bars.lengths, engine.bytes_per_cell(len(bars.columns)), budget)
@@ -441,12 +443,21 @@ def compute_features(
     )
     schema = output_schema(bars.timestamps.type, engine.names, engine.dtype)
     tmp = temporary_sibling(dst)
+    compute_s = write_s = 0.0
     try:
         with _progress_bar(progress, len(bars.symbols), "features") as advance, pq.ParquetWriter(
             str(tmp), schema, **writer_options(engine.names)
         ) as writer:
-            for (start, stop), table in feature_tables(bars, engine, groups):
+            tables = feature_tables(bars, engine, groups)
+            while True:
+                t1 = time.perf_counter()
+                (start, stop), table = next(tables, ((0, 0), None))
+                t2 = time.perf_counter()
+                compute_s += t2 - t1
+                if table is None:
+                    break
                 writer.write_table(table)
+                write_s += time.perf_counter() - t2
                 advance(stop - start)
         os.replace(tmp, dst)
     except BaseException:
@@ -456,8 +467,12 @@ def compute_features(
     summary = JobSummary(
         input_path=str(src), output_path=str(dst), n_symbols=len(bars.symbols), n_rows=bars.n_rows,
         n_groups=len(groups), feature_names=engine.names, backend=engine.backend.name, dtype=dtype, seconds=seconds,
+        stage_seconds={"read": read_s, "compute": compute_s, "write": write_s},
     )
-    log.info("features: wrote %s (%d rows) in %.2fs", dst, bars.n_rows, seconds)
+    log.info(
+        "features: wrote %s (%d rows) in %.2fs (read %.2fs, compute %.2fs, write %.2fs)",
+        dst, bars.n_rows, seconds, read_s, compute_s, write_s,
+    )
     return summary
 
 
