@@ -79,8 +79,8 @@ class TradeUpdatesStream:
         on_fill: FillCallback | None = None,
         on_event: EventCallback | None = None,
         retry: RetryPolicy | None = None,
-        healthy_after_s: float = 30.0,
-        reconcile_lookback_s: float = 2.0,
+        healthy_after_s: float | None = None,
+        reconcile_lookback_s: float | None = None,
         open_timeout_s: float = 5.0,
         ping_interval_s: float = 10.0,
     ) -> None:
@@ -89,8 +89,10 @@ class TradeUpdatesStream:
         self._on_fill = on_fill
         self._on_event = on_event
         self._retry = retry or RetryPolicy(client.config.retry)
-        self.healthy_after_s = healthy_after_s
-        self.reconcile_lookback_ns = int(reconcile_lookback_s * 1e9)
+        cfg = client.config
+        self.healthy_after_s = cfg.stream_healthy_after_s if healthy_after_s is None else healthy_after_s
+        lookback_s = cfg.reconcile_lookback_s if reconcile_lookback_s is None else reconcile_lookback_s
+        self.reconcile_lookback_ns = int(lookback_s * 1e9)
         self._open_timeout_s = open_timeout_s
         self._ping_interval_s = ping_interval_s
         self._started_ns = time.time_ns()
