@@ -300,3 +300,23 @@ async def test_secrets_never_reach_reprs_errors_or_logs(broker: PaperBroker, cap
     assert len(errors) == 2
     for text in [repr(client), str(client), caplog.text, *(str(e) for e in errors), repr(SIM), repr(fast_execution())]:
         assert secret not in text and "not-the-secret" not in text
+
+
+def test_public_api_is_what_the_docs_name() -> None:
+    import subprocess
+    import sys
+
+    import engine.execution as execution
+
+    documented = {
+        "AlpacaRestClient", "OrderRouter", "ClientOrderIds", "OrderRequest", "Order", "Position", "Account",
+        "CancelResult", "TradeUpdate", "OrderStateTable", "OrderRecord", "RateLimiter", "RetryPolicy", "is_retryable",
+        "SlippageGuard", "TradeUpdatesStream", "StreamAuthError", "TwapExecutor", "TwapResult", "TwapSlice",
+        "plan_slices", "ExecutionError", "ApiError", "Unauthorized", "Forbidden", "NotFound", "Unprocessable",
+        "DuplicateClientOrderId", "RateLimited", "ServerError", "SlippageRejected", "SubmitFailed",
+        "UnknownOrderOutcome", "RetryExhausted",
+    }
+    assert set(execution.__all__) == documented
+    # the execution layer pulls in no GPU stack and no vendor SDK
+    probe = "import sys, engine.execution; print(sorted(m for m in ('cupy', 'numba.cuda', 'alpaca') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "[]"

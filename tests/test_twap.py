@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_execution_support import AAPL_BIDS, book, broker, make_client, router  # noqa: F401
+from test_execution_support import AAPL_BIDS, book, broker, router  # noqa: F401
 
 from engine.execution import OrderRouter, TwapExecutor, plan_slices
 from engine.sim.broker import PaperBroker, StaticBook
