@@ -1,0 +1,223 @@
+"""Feature kernels on the GPU (numba.cuda): every indicator over a time-major panel in one device pass.
+
+Same function names and signatures as ``cpu_fallback.features``. The arithmetic is the CPU's:
+the kernels call the very ``cpu_fallback.indicator_steps`` functions (numba compiles them for the
+device), so the GPU computes the same definitions; results agree with the CPU to rounding (the CUDA
+``log`` and the compiler's fused multiply-adds may differ in the last bit).
+
+Layout: one thread per (symbol, window) walks time for the windowed features, one thread per symbol
+for the per-bar series and MACD. Neighbouring threads hold neighbouring symbols, so every panel read
+``x[t, s]`` is coalesced. Inputs go to the device once, all features are computed there, and the
+``(n_features, bars, symbols)`` result comes back once (or stays on the device with ``device=True``).
+State is float64 in registers/local memory whatever the output dtype; ``float32`` halves the bytes
+written, which is what bounds these kernels.
+
+Under ``NUMBA_ENABLE_CUDASIM=1`` the same host wrapper runs the kernels in the simulator on numpy
+arrays (slow: small panels only), which is how CI checks them against the CPU fallback.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from numba import cuda
+
+from cpu_fallback.indicator_steps import (
+    G_MACD,
+    G_MACD_HIST,
+    G_MACD_SIGNAL,
+    G_RANGE_BPS,
+    GLOBAL_KINDS,
+    N_MACD_STATE,
+    N_STATE,
+    N_WINDOWED_KINDS,
+    advance_count,
+    bar_lane,
+    macd_step,
+    run_length,
+    window_fixup,
+    window_step,
+)
+
+THREADS = 128  # threads per block along the symbol axis
+
+
+def _simulated() -> bool:
+    from numba import config  # noqa: PLC0415
+
+    return bool(config.ENABLE_CUDASIM)
+
+
+if _simulated():
+
+    def plain(array):
+        """The numpy array behind a simulated kernel argument, so the CPU-compiled steps accept it."""
+        item = array.__dict__.get("_item") if hasattr(array, "__dict__") else None
+        return item._ary if item is not None else array
+
+else:
+
+    @cuda.jit(device=True)
+    def plain(array):
+        """On a device a kernel argument already is what the compiled steps take."""
+        return array
+
+
+def n_features(n_windows: int) -> int:
+    return N_WINDOWED_KINDS * n_windows + len(GLOBAL_KINDS)
+
+
+@cuda.jit
+def _bar_kernel(high, low, close, volume, vwap, has_vwap, macd_fast, macd_slow, macd_signal, g0,
+                log_close, log_return, true_range, pv, out):
+    """One thread per symbol: per-bar series, range_bps and MACD, walking time."""
+    s = cuda.grid(1)
+    n_bars, n_symbols = close.shape
+    if s >= n_symbols:
+        return
+    out = plain(out)
+    ms = cuda.local.array((N_MACD_STATE, 1), np.float64)
+    for k in range(N_MACD_STATE):
+        ms[k, 0] = 0.0
+    n_close = 0
+    prev_close = math.nan
+    prev_log_close = math.nan
+    for t in range(n_bars):
+        c = close[t, s]
+        lc = math.log(c)
+        log_close[t, s] = lc
+        bar_vwap = vwap[t, s] if has_vwap else math.nan
+        r, tr, p, range_bps = bar_lane(high[t, s], low[t, s], c, volume[t, s], bar_vwap, prev_close, lc, prev_log_close)
+        log_return[t, s] = r
+        true_range[t, s] = tr
+        pv[t, s] = p
+        out[g0 + G_RANGE_BPS, t, s] = range_bps
+        n_close = advance_count(n_close, c == c)
+        line, signal, hist = macd_step(ms, 0, n_close, macd_fast, macd_slow, macd_signal, c)
+        out[g0 + G_MACD, t, s] = line
+        out[g0 + G_MACD_SIGNAL, t, s] = signal
+        out[g0 + G_MACD_HIST, t, s] = hist
+        prev_close = c
+        prev_log_close = lc
+
+
+@cuda.jit
+def _window_kernel(high, low, close, volume, log_close, log_return, true_range, pv, windows, out):
+    """One thread per (symbol, window): every windowed feature, walking time."""
+    s = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    j = cuda.blockIdx.y
+    n_bars, n_symbols = close.shape
+    nw = windows.shape[0]
+    if s >= n_symbols or j >= nw:
+        return
+    w = windows[j]
+    close = plain(close)
+    log_return = plain(log_return)
+    volume = plain(volume)
+    pv = plain(pv)
+    out = plain(out)
+    st = cuda.local.array((N_STATE, 1), np.float64)
+    for k in range(N_STATE):
+        st[k, 0] = 0.0
+    n_c = 0
+    n_hlc = 0
+    n_r = 0
+    n_v = 0
+    n_pv = 0
+    for t in range(n_bars):
+        c = close[t, s]
+        h = high[t, s]
+        lo = low[t, s]
+        r = log_return[t, s]
+        v = volume[t, s]
+        p = pv[t, s]
+        n_c = advance_count(n_c, c == c)
+        n_hlc = advance_count(n_hlc, (c == c) & (h == h) & (lo == lo))
+        n_r = run_length(n_r, r == r)
+        n_v = run_length(n_v, v == v)
+        n_pv = run_length(n_pv, p == p)
+        old = t - w if t >= w else 0
+        trail = t - w + 1 if t >= w - 1 else 0
+        prev_close = close[t - 1, s] if t > 0 else math.nan
+        flags = window_step(
+            st, 0, w, j, nw, t + 1, n_c, n_hlc, n_r, n_v, n_pv,
+            c, close[old, s], close[trail, s], prev_close, true_range[t, s],
+            log_close[t, s], log_close[old, s], r, log_return[trail, s],
+            v, volume[old, s], volume[trail, s], p, pv[old, s], out, t, s)
+        if flags != 0:
+            window_fixup(flags, st, 0, w, j, nw, n_v, n_pv, close, log_return, volume, pv, s, t, n_bars, out, t, s)
+
+
+@dataclass
+class GpuTimings:
+    """Where the time of one ``compute_feature_panel`` call went (seconds, device-synchronised)."""
+
+    to_device_s: float = 0.0
+    kernels_s: float = 0.0
+    to_host_s: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+def _xp():
+    """cupy on a real device; None under the simulator (kernels then take numpy arrays)."""
+    if cuda.is_available() and not getattr(cuda, "simulator_enabled", False) and not _simulated():
+        import cupy  # noqa: PLC0415 - only on GPU hosts
+
+        return cupy
+    return None
+
+
+def compute_feature_panel(high, low, close, volume, vwap, windows, macd, out_dtype, out=None, device=False,
+                          timings: GpuTimings | None = None):
+    """All features of ``(bars, symbols)`` panels on the GPU; returns ``(n_features, bars, symbols)``.
+
+    Host numpy inputs are copied to the device once; device (cupy) inputs are used in place.
+    ``device=True`` returns the cupy result without copying it back; otherwise the result is a numpy
+    array (``out`` if given). ``timings``, when passed, receives the transfer and kernel times.
+    """
+    xp = _xp()
+    n_bars, n_symbols = close.shape
+    windows = np.ascontiguousarray(windows, dtype=np.int64)
+    nw = len(windows)
+    shape = (n_features(nw), n_bars, n_symbols)
+    if n_bars == 0 or n_symbols == 0:
+        return out if out is not None else np.empty(shape, dtype=out_dtype)
+    sync = (lambda: xp.cuda.Device().synchronize()) if xp is not None else (lambda: None)
+    t0 = time.perf_counter()
+    if xp is not None:
+        inputs = [xp.asarray(a, dtype=xp.float64) for a in (high, low, close, volume)]
+        vw = xp.asarray(vwap, dtype=xp.float64) if vwap is not None else xp.empty((1, 1), dtype=xp.float64)
+        d_windows = xp.asarray(windows)
+        d_out = xp.empty(shape, dtype=out_dtype)
+        scratch = [xp.empty((n_bars, n_symbols), dtype=xp.float64) for _ in range(4)]
+    else:
+        inputs = [np.ascontiguousarray(a, dtype=np.float64) for a in (high, low, close, volume)]
+        vw = vwap if vwap is not None else np.empty((1, 1))
+        d_windows = windows
+        d_out = out if (out is not None and not device) else np.empty(shape, dtype=out_dtype)
+        scratch = [np.empty((n_bars, n_symbols)) for _ in range(4)]
+    sync()
+    t1 = time.perf_counter()
+    h, lo, c, v = inputs
+    log_close, log_return, true_range, pv = scratch
+    fast, slow, signal = (int(p) for p in macd)
+    blocks = (n_symbols + THREADS - 1) // THREADS
+    _bar_kernel[blocks, THREADS](h, lo, c, v, vw, vwap is not None, fast, slow, signal, N_WINDOWED_KINDS * nw,
+                                 log_close, log_return, true_range, pv, d_out)
+    _window_kernel[(blocks, nw), THREADS](h, lo, c, v, log_close, log_return, true_range, pv, d_windows, d_out)
+    sync()
+    t2 = time.perf_counter()
+    if xp is None or device:
+        result = d_out
+    elif out is not None:
+        d_out.get(out=out)
+        result = out
+    else:
+        result = d_out.get()
+    t3 = time.perf_counter()
+    if timings is not None:
+        timings.to_device_s, timings.kernels_s, timings.to_host_s = t1 - t0, t2 - t1, t3 - t2
+    return result
