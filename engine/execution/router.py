@@ -134,7 +134,8 @@ class OrderRouter:
         Raises ``SlippageRejected`` (nothing sent), ``ApiError`` for a definite refusal (403, 422),
         ``SubmitFailed`` when the order certainly does not exist after all attempts, or
         ``UnknownOrderOutcome`` when attempts ran out before the outcome was known.
-        ``on_sent(perf_counter_ns)`` fires when the first attempt's bytes are on the socket.
+        ``on_sent(perf_counter_ns)`` fires when the first attempt's bytes are on the socket (order lane only;
+        through httpx pass a trace hook in ``extensions``).
         """
         request, coid, body = self.prepare(request, quote)
         self.state.record_intent(coid, request)
