@@ -39,10 +39,27 @@ def _key(text: str) -> int:
     return v
 
 
-# Field names as small integers (little-endian bytes), so a key compares as one int.
-K_T, K_S, K_I, K_X, K_P, K_SZ, K_TS, K_C, K_Z = (_key(k) for k in ("T", "S", "i", "x", "p", "s", "t", "c", "z"))
-K_BX, K_BP, K_BS, K_AX, K_AP, K_AS = (_key(k) for k in ("bx", "bp", "bs", "ax", "ap", "as"))
-K_O, K_H, K_L, K_V, K_N, K_VW, K_B, K_A, K_R = (_key(k) for k in ("o", "h", "l", "v", "n", "vw", "b", "a", "r"))
+# Field ids. Numeric fields are stored in a per-message scratch row ``vals[field]`` (NaN = absent),
+# so one code path serves every message type and the compiled function stays small.
+F_T, F_S, F_TS, F_X, F_Z, F_BX, F_AX, F_B, F_A, F_R, F_C = range(11)  # strings, levels, flag, "c"
+F_P, F_SZ, F_BP, F_BS, F_AP, F_AS, F_O, F_H, F_L, F_V, F_VW, F_I, F_N = range(11, 24)  # numbers
+N_FIELDS = 24
+FIRST_NUMBER = F_P
+FIRST_INT = F_I
+_KEYS = {
+    "T": F_T, "S": F_S, "t": F_TS, "x": F_X, "z": F_Z, "bx": F_BX, "ax": F_AX, "b": F_B, "a": F_A, "r": F_R,
+    "c": F_C, "p": F_P, "s": F_SZ, "bp": F_BP, "bs": F_BS, "ap": F_AP, "as": F_AS, "o": F_O, "h": F_H,
+    "l": F_L, "v": F_V, "vw": F_VW, "i": F_I, "n": F_N,
+}
+# Direct lookup tables: one-byte keys by their byte, two-byte keys by both bytes.
+_ONE_BYTE_KEYS = np.full(256, -1, dtype=np.int8)
+_TWO_BYTE_KEYS = np.full(65536, -1, dtype=np.int8)
+for _name, _fid in _KEYS.items():
+    _raw = _name.encode()
+    if len(_raw) == 1:
+        _ONE_BYTE_KEYS[_raw[0]] = _fid
+    else:
+        _TWO_BYTE_KEYS[_raw[0] * 256 + _raw[1]] = _fid
 T_TRADE, T_QUOTE, T_BAR, T_UBAR, T_DBAR, T_BOOK = (ord(c) for c in "tqbudo")
 
 FNV_OFFSET = 14695981039346656037
@@ -57,7 +74,7 @@ def symbol_hash(name: bytes) -> int:
     return h
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _lookup(buf, start, end, slots, names, lens):
     """Symbol id of buf[start:end] in the open-addressing table, -1 when unknown."""
     n = end - start
@@ -97,13 +114,159 @@ def _code(buf, start, end):
     return b
 
 
+@njit(cache=True, inline="always")
+def _field(buf, start, end):
+    """Field id of the key buf[start:end], -1 for a key the engine does not read."""
+    if end - start == 1:
+        return np.int64(_ONE_BYTE_KEYS[buf[start]])
+    if end - start == 2:
+        return np.int64(_TWO_BYTE_KEYS[np.int64(buf[start]) * 256 + buf[start + 1]])
+    return np.int64(-1)
+
+
+@njit(cache=True)
+def _reset_fields(vals, ivals, codes):
+    for k in range(vals.shape[0]):
+        vals[k] = np.nan
+    ivals[0] = 0
+    ivals[1] = 0
+    for k in range(4):
+        codes[k] = 0
+
+
+@njit(cache=True)
+def _emit(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, counts,
+          mtype, s_start, s_end, ts, vals, ivals, codes, reset, d0, nd, has_levels, asks_first, bid_start):
+    """Validate and write one parsed message, updating ``counts``; returns False to give up."""
+    if s_start < 0:
+        return False
+    sid = _lookup(buf, s_start, s_end, slots, names, lens)
+    if sid < 0 or (has_levels and mtype != T_BOOK):
+        return False
+    if mtype == T_TRADE:
+        p = vals[F_P]
+        sz = vals[F_SZ]
+        nt = counts[N_TRADES]
+        if not (p > 0.0 and p < _PRICE_MAX and sz >= 0.0 and sz < _SIZE_MAX) or nt >= trades.shape[0]:
+            return False
+        r = trades[nt]
+        r.ts_ns = ts
+        r.recv_ns = recv_ns
+        r.symbol_id = sid
+        r.exchange = codes[0]
+        r.tape = codes[1]
+        r.flags = 0
+        r.price = p
+        r.size = sz
+        r.trade_id = ivals[0]
+        counts[N_TRADES] = nt + 1
+        return True
+    if mtype == T_QUOTE:
+        for f in range(F_BP, F_AS + 1):
+            if np.isnan(vals[f]):
+                vals[f] = 0.0  # an absent side is an empty side
+        bp, bs, ap, as_ = vals[F_BP], vals[F_BS], vals[F_AP], vals[F_AS]
+        nq = counts[N_QUOTES]
+        if not (bp < _PRICE_MAX and ap < _PRICE_MAX and bs >= 0.0 and bs < _SIZE_MAX and as_ >= 0.0 and as_ < _SIZE_MAX):
+            return False
+        if bp < 0.0 or ap < 0.0 or nq >= quotes.shape[0]:
+            return False
+        q = quotes[nq]
+        q.ts_ns = ts
+        q.recv_ns = recv_ns
+        q.symbol_id = sid
+        q.bid_exchange = codes[2]
+        q.ask_exchange = codes[3]
+        q.tape = codes[1]
+        q.flags = 0
+        q.bid_price = bp
+        q.bid_size = bs
+        q.ask_price = ap
+        q.ask_size = as_
+        counts[N_QUOTES] = nq + 1
+        return True
+    if mtype == T_BAR or mtype == T_UBAR or mtype == T_DBAR:
+        if np.isnan(vals[F_V]):
+            vals[F_V] = 0.0
+        if np.isnan(vals[F_VW]):
+            vals[F_VW] = 0.0
+        for f in (F_O, F_H, F_L, F_C):
+            if not (vals[f] > 0.0 and vals[f] < _PRICE_MAX):
+                return False
+        nb = counts[N_BARS]
+        if not (vals[F_V] >= 0.0 and vals[F_V] < _SIZE_MAX and vals[F_VW] >= 0.0 and vals[F_VW] < _PRICE_MAX) or nb >= bars.shape[0]:
+            return False
+        b = bars[nb]
+        b.ts_ns = ts
+        b.recv_ns = recv_ns
+        b.symbol_id = sid
+        b.flags = _FLAG_UPDATED_BAR if mtype == T_UBAR else (_FLAG_DAILY_BAR if mtype == T_DBAR else 0)
+        b.open = vals[F_O]
+        b.high = vals[F_H]
+        b.low = vals[F_L]
+        b.close = vals[F_C]
+        b.volume = vals[F_V]
+        b.vwap = vals[F_VW]
+        b.trade_count = ivals[1]
+        counts[N_BARS] = nb + 1
+        return True
+    if mtype == T_BOOK:
+        counts[N_BOOKS] += 1
+        if nd == d0:
+            if not reset:
+                return True  # an update that changes nothing
+            if nd >= deltas.shape[0]:
+                return False
+            deltas[nd].side = _SIDE_BID  # an empty reset: a placeholder level carries the flag
+            deltas[nd].price = 0.0
+            deltas[nd].size = 0.0
+            nd += 1
+        if asks_first and bid_start < nd:
+            # "a" came before "b": put bids first, as the reference path does
+            seg = deltas[d0:nd].copy()
+            n_asks = bid_start - d0
+            n_bids = nd - bid_start
+            deltas[d0 : d0 + n_bids] = seg[n_asks:]
+            deltas[d0 + n_bids : nd] = seg[:n_asks]
+        base = _FLAG_SNAPSHOT if reset else 0
+        for k in range(d0, nd):
+            d = deltas[k]
+            d.ts_ns = ts
+            d.recv_ns = recv_ns
+            d.symbol_id = sid
+            d.flags = base
+        if reset:
+            deltas[d0].flags = base | _FLAG_RESET
+        deltas[nd - 1].flags = deltas[nd - 1].flags | _FLAG_LAST
+        counts[N_DELTAS] = nd
+        return True
+    return False
+
+
+@njit(cache=True)
+def _add_level(deltas, nd, side, lp, ls):
+    """Append one level; returns the new count, -1 when invalid or out of room."""
+    if not (lp > 0.0 and lp < _PRICE_MAX and ls >= 0.0 and ls < _SIZE_MAX) or nd >= deltas.shape[0]:
+        return -1
+    deltas[nd].side = side
+    deltas[nd].price = lp
+    deltas[nd].size = ls
+    return nd + 1
+
+
+@njit(cache=True)
+def _clear_counts(counts):
+    for k in range(counts.shape[0]):
+        counts[k] = 0
+
+
 # ---------------------------------------------------------------------------------------------
 # JSON
 # ---------------------------------------------------------------------------------------------
 _POW10 = np.array([10.0**k for k in range(23)])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _ws(buf, pos, n):
     while pos < n:
         c = buf[pos]
@@ -113,7 +276,7 @@ def _ws(buf, pos, n):
     return pos
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _jstring(buf, pos, n):
     """buf[pos] is '"': returns (start, end, next) of a string without escapes; next = -1 if not."""
     start = pos + 1
@@ -133,18 +296,23 @@ def _jnumber(buf, pos, n, pow10):
     """Parse a JSON number exactly when it fits the fast path.
 
     Returns (value, int_value, is_int, next); next = -1 when the number is malformed or needs more
-    than float64's exact decimal fast path (more than 19 digits, or a power of ten beyond 22).
+    than float64's exact decimal fast path (more than 18 digits, or a power of ten beyond 22).
+    All arithmetic is int64: 18 digits cannot overflow it.
     """
     k = pos
     neg = False
     if k < n and buf[k] == 45:
         neg = True
         k += 1
-    mant = np.uint64(0)
+    mant = 0
     digits = 0
     lead = k
-    while k < n and 48 <= buf[k] <= 57:
-        mant = mant * np.uint64(10) + np.uint64(buf[k] - 48)
+    while k < n:
+        d = np.int64(buf[k]) - 48
+        if d < 0 or d > 9:
+            break
+        if digits < 19:
+            mant = mant * 10 + d
         digits += 1
         k += 1
     if k == lead or (buf[lead] == 48 and k - lead > 1):
@@ -155,10 +323,14 @@ def _jnumber(buf, pos, n, pow10):
         is_int = False
         k += 1
         frac_start = k
-        while k < n and 48 <= buf[k] <= 57:
-            mant = mant * np.uint64(10) + np.uint64(buf[k] - 48)
+        while k < n:
+            d = np.int64(buf[k]) - 48
+            if d < 0 or d > 9:
+                break
+            if digits < 19:
+                mant = mant * 10 + d
+                exp10 -= 1
             digits += 1
-            exp10 -= 1
             k += 1
         if k == frac_start:
             return 0.0, 0, False, -1
@@ -172,30 +344,24 @@ def _jnumber(buf, pos, n, pow10):
         e = 0
         e_start = k
         while k < n and 48 <= buf[k] <= 57 and k - e_start < 5:
-            e = e * 10 + (buf[k] - 48)
+            e = e * 10 + (np.int64(buf[k]) - 48)
             k += 1
         if k == e_start or (k < n and 48 <= buf[k] <= 57):
             return 0.0, 0, False, -1
         exp10 += -e if eneg else e
-    if digits > 19:
+    if digits > 18:
         return 0.0, 0, False, -1
     if is_int:
-        if mant > np.uint64(9223372036854775807):
-            return 0.0, 0, False, -1
-        iv = np.int64(mant)
-        if neg:
-            iv = -iv
+        iv = -mant if neg else mant
         return float(iv), iv, True, k
-    if mant > np.uint64(9007199254740992) or exp10 < -22 or exp10 > 22:
+    if mant > 9007199254740992 or exp10 < -22 or exp10 > 22:
         return 0.0, 0, False, -1  # not exactly representable in one IEEE operation
     v = float(mant)
     if exp10 < 0:
         v = v / pow10[-exp10]
     else:
         v = v * pow10[exp10]
-    if neg:
-        v = -v
-    return v, 0, False, k
+    return (-v if neg else v), 0, False, k
 
 
 @njit(cache=True)
@@ -238,34 +404,87 @@ def _jskip(buf, pos, n):
 
 
 @njit(cache=True)
-def parse_json(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, counts):
+def _jlevels(buf, pos, n, deltas, nd, side):
+    """Parse a JSON array of {"p","s"} levels at buf[pos] == '['; returns (next, count), next -1 to give up."""
+    pos = _ws(buf, pos + 1, n)
+    if pos < n and buf[pos] == 93:
+        return pos + 1, nd
+    while True:
+        if pos >= n or buf[pos] != 123:
+            return -1, nd
+        pos += 1
+        lp = np.nan
+        ls = np.nan
+        first = True
+        while True:
+            pos = _ws(buf, pos, n)
+            if pos >= n:
+                return -1, nd
+            if buf[pos] == 125:
+                pos += 1
+                break
+            if not first:
+                if buf[pos] != 44:
+                    return -1, nd
+                pos = _ws(buf, pos + 1, n)
+            first = False
+            if pos >= n or buf[pos] != 34:
+                return -1, nd
+            ks, ke, pos = _jstring(buf, pos, n)
+            if pos < 0 or ke - ks != 1:
+                return -1, nd
+            key = buf[ks]
+            pos = _ws(buf, pos, n)
+            if pos >= n or buf[pos] != 58:
+                return -1, nd
+            pos = _ws(buf, pos + 1, n)
+            if pos >= n or not (buf[pos] == 45 or 48 <= buf[pos] <= 57):
+                return -1, nd
+            val, _, _, pos = _jnumber(buf, pos, n, _POW10)
+            if pos < 0:
+                return -1, nd
+            if key == 112:
+                lp = val
+            elif key == 115:
+                ls = val
+            else:
+                return -1, nd
+        nd = _add_level(deltas, nd, side, lp, ls)
+        if nd < 0:
+            return -1, nd
+        pos = _ws(buf, pos, n)
+        if pos < n and buf[pos] == 44:
+            pos = _ws(buf, pos + 1, n)
+            continue
+        if pos < n and buf[pos] == 93:
+            return pos + 1, nd
+        return -1, nd
+
+
+@njit(cache=True)
+def parse_json(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, counts, vals, ivals, codes):
+    """Parse a JSON frame into the arrays; ``counts`` gets the sizes. Returns OK or BAIL."""
     n = buf.shape[0]
-    pow10 = _POW10
-    nt = nq = nb = nd = nbooks = nmsg = 0
+    _clear_counts(counts)
     pos = _ws(buf, 0, n)
     if pos >= n or buf[pos] != 91:
         return BAIL
     pos = _ws(buf, pos + 1, n)
     if pos < n and buf[pos] == 93:
-        counts[N_MESSAGES] = 0
-        return OK
+        return OK if _ws(buf, pos + 1, n) == n else BAIL
+    nmsg = 0
     while True:
         if pos >= n or buf[pos] != 123:
             return BAIL
         pos += 1
-        # fields of one message (NaN / -1 = absent)
+        _reset_fields(vals, ivals, codes)
         mtype = 0
         s_start = s_end = -1
         ts = np.int64(0)
         has_ts = False
-        p = sz = bp = bs = ap = as_ = o = h = lo = c = v = vw = np.nan
-        trade_id = np.int64(0)
-        count = np.int64(0)
-        x = z = bx = ax = 0
         reset = False
-        d0 = nd
-        seen_b = seen_a = False
-        asks_first = False
+        d0 = nd = counts[N_DELTAS]
+        seen_b = seen_a = asks_first = False
         bid_start = nd
         first = True
         while True:
@@ -285,199 +504,84 @@ def parse_json(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, c
             ks, ke, pos = _jstring(buf, pos, n)
             if pos < 0:
                 return BAIL
-            key = 0
-            if ke - ks <= 3:
-                for j in range(ke - ks):
-                    key |= np.int64(buf[ks + j]) << (8 * j)
-            else:
-                key = -1
+            fid = _field(buf, ks, ke)
             pos = _ws(buf, pos, n)
             if pos >= n or buf[pos] != 58:
                 return BAIL
             pos = _ws(buf, pos + 1, n)
             if pos >= n:
                 return BAIL
+            if fid < 0:  # a field the engine does not read (conditions, taker side, ...)
+                pos = _jskip(buf, pos, n)
+                if pos < 0:
+                    return BAIL
+                continue
             ch = buf[pos]
-            if ch == 34:  # string value
+            if ch == 34:
                 vs, ve, pos = _jstring(buf, pos, n)
                 if pos < 0:
                     return BAIL
-                if key == K_T:
+                if fid == F_T:
                     if ve - vs != 1:
                         return BAIL
                     mtype = buf[vs]
-                elif key == K_S:
-                    s_start, s_end = vs, ve
-                elif key == K_TS:
-                    ts, ok = _parse_one(buf, vs, ve)
-                    if not ok:
+                elif fid == F_S:
+                    s_start = vs
+                    s_end = ve
+                elif fid == F_TS:
+                    ts, has_ts = _parse_one(buf, vs, ve)
+                    if not has_ts:
                         return BAIL
-                    has_ts = True
-                elif key == K_X or key == K_Z or key == K_BX or key == K_AX:
+                elif F_X <= fid <= F_AX:
                     code = _code(buf, vs, ve)
                     if code < 0:
                         return BAIL
-                    if key == K_X:
-                        x = code
-                    elif key == K_Z:
-                        z = code
-                    elif key == K_BX:
-                        bx = code
-                    else:
-                        ax = code
-                elif key == K_P or key == K_SZ or key == K_I or key == K_C or key == K_BP or key == K_BS or key == K_AP or key == K_AS or key == K_O or key == K_H or key == K_L or key == K_V or key == K_N or key == K_VW or key == K_B or key == K_A or key == K_R:
+                    codes[fid - F_X] = code
+                else:
                     return BAIL  # a string where a number belongs: the slow path reports it
             elif ch == 45 or (48 <= ch <= 57):
-                val, ival, is_int, pos = _jnumber(buf, pos, n, pow10)
+                val, ival, is_int, pos = _jnumber(buf, pos, n, _POW10)
                 if pos < 0:
                     return BAIL
-                if key == K_P:
-                    p = val
-                elif key == K_SZ:
-                    sz = val
-                elif key == K_I:
+                if fid >= FIRST_INT:
                     if not is_int:
                         return BAIL
-                    trade_id = ival
-                elif key == K_BP:
-                    bp = val
-                elif key == K_BS:
-                    bs = val
-                elif key == K_AP:
-                    ap = val
-                elif key == K_AS:
-                    as_ = val
-                elif key == K_O:
-                    o = val
-                elif key == K_H:
-                    h = val
-                elif key == K_L:
-                    lo = val
-                elif key == K_C:
-                    c = val
-                elif key == K_V:
-                    v = val
-                elif key == K_N:
-                    if not is_int:
-                        return BAIL
-                    count = ival
-                elif key == K_VW:
-                    vw = val
-                elif key == K_T or key == K_S or key == K_TS or key == K_X or key == K_Z or key == K_BX or key == K_AX or key == K_B or key == K_A or key == K_R:
-                    return BAIL
-            elif ch == 91 and (key == K_B or key == K_A):  # orderbook levels
-                if (key == K_B and seen_b) or (key == K_A and seen_a):
-                    return BAIL
-                side = _SIDE_BID
-                if key == K_B:
-                    seen_b = True
-                    bid_start = nd
-                    asks_first = seen_a
+                    ivals[fid - FIRST_INT] = ival
+                elif fid >= FIRST_NUMBER or fid == F_C:
+                    vals[fid] = val
                 else:
-                    side = _SIDE_ASK
-                    seen_a = True
-                pos = _ws(buf, pos + 1, n)
-                if pos < n and buf[pos] == 93:
-                    pos += 1
-                    continue
-                while True:
-                    if pos >= n or buf[pos] != 123:
-                        return BAIL
-                    pos += 1
-                    lp = np.nan
-                    ls = np.nan
-                    lfirst = True
-                    while True:
-                        pos = _ws(buf, pos, n)
-                        if pos >= n:
-                            return BAIL
-                        if buf[pos] == 125:
-                            pos += 1
-                            break
-                        if not lfirst:
-                            if buf[pos] != 44:
-                                return BAIL
-                            pos = _ws(buf, pos + 1, n)
-                        lfirst = False
-                        if pos >= n or buf[pos] != 34:
-                            return BAIL
-                        lks, lke, pos = _jstring(buf, pos, n)
-                        if pos < 0 or lke - lks != 1:
-                            return BAIL
-                        lkey = buf[lks]
-                        pos = _ws(buf, pos, n)
-                        if pos >= n or buf[pos] != 58:
-                            return BAIL
-                        pos = _ws(buf, pos + 1, n)
-                        if pos >= n or not (buf[pos] == 45 or 48 <= buf[pos] <= 57):
-                            return BAIL
-                        val, _, _, pos = _jnumber(buf, pos, n, pow10)
-                        if pos < 0:
-                            return BAIL
-                        if lkey == 112:
-                            lp = val
-                        elif lkey == 115:
-                            ls = val
-                        else:
-                            return BAIL
-                    if not (lp > 0.0 and lp < _PRICE_MAX and ls >= 0.0 and ls < _SIZE_MAX):
-                        return BAIL
-                    if nd >= deltas.shape[0]:
-                        return BAIL
-                    deltas[nd].side = side
-                    deltas[nd].price = lp
-                    deltas[nd].size = ls
-                    nd += 1
-                    pos = _ws(buf, pos, n)
-                    if pos < n and buf[pos] == 44:
-                        pos = _ws(buf, pos + 1, n)
-                        continue
-                    if pos < n and buf[pos] == 93:
-                        pos += 1
-                        break
                     return BAIL
-            elif ch == 116 or ch == 102:  # true / false
-                if key == K_R:
-                    if ch == 116 and pos + 4 <= n and buf[pos + 1] == 114 and buf[pos + 2] == 117 and buf[pos + 3] == 101:
-                        reset = True
-                        pos += 4
-                    elif ch == 102 and pos + 5 <= n and buf[pos + 1] == 97 and buf[pos + 2] == 108 and buf[pos + 3] == 115 and buf[pos + 4] == 101:
-                        reset = False
-                        pos += 5
+            elif ch == 91:
+                if fid == F_B or fid == F_A:
+                    if (fid == F_B and seen_b) or (fid == F_A and seen_a):
+                        return BAIL
+                    if fid == F_B:
+                        seen_b = True
+                        bid_start = nd
+                        asks_first = seen_a
+                        pos, nd = _jlevels(buf, pos, n, deltas, nd, _SIDE_BID)
                     else:
-                        return BAIL
-                elif key == K_T or key == K_S or key == K_TS or key == K_P or key == K_SZ or key == K_I or key == K_C or key == K_BP or key == K_BS or key == K_AP or key == K_AS or key == K_O or key == K_H or key == K_L or key == K_V or key == K_N or key == K_VW or key == K_X or key == K_Z or key == K_BX or key == K_AX:
-                    return BAIL
+                        seen_a = True
+                        pos, nd = _jlevels(buf, pos, n, deltas, nd, _SIDE_ASK)
+                elif fid == F_C:
+                    pos = _jskip(buf, pos, n)
                 else:
-                    pos = _jskip(buf, pos, n)
-                    if pos < 0:
-                        return BAIL
-            else:
-                # arrays (conditions), objects, null: only skippable under keys we do not read
-                if key == K_C and ch == 91:
-                    pos = _jskip(buf, pos, n)
-                elif key == K_T or key == K_S or key == K_TS or key == K_P or key == K_SZ or key == K_I or key == K_BP or key == K_BS or key == K_AP or key == K_AS or key == K_O or key == K_H or key == K_L or key == K_V or key == K_N or key == K_VW or key == K_X or key == K_Z or key == K_BX or key == K_AX or key == K_B or key == K_A or key == K_R or key == K_C:
                     return BAIL
-                else:
-                    pos = _jskip(buf, pos, n)
                 if pos < 0:
                     return BAIL
-        # --- one message complete: validate and emit -------------------------------------------
-        has_levels = seen_b or seen_a
-        status = _emit(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas,
-                       mtype, s_start, s_end, ts, has_ts, p, sz, bp, bs, ap, as_, o, h, lo, c, v, vw,
-                       trade_id, count, x, z, bx, ax, reset, d0, nd, has_levels, nt, nq, nb, asks_first, bid_start)
-        if status < 0:
+            elif fid == F_R and ch == 116 and pos + 4 <= n and buf[pos + 1] == 114 and buf[pos + 2] == 117 and buf[pos + 3] == 101:
+                reset = True
+                pos += 4
+            elif fid == F_R and ch == 102 and pos + 5 <= n and buf[pos + 1] == 97 and buf[pos + 2] == 108 and buf[pos + 3] == 115 and buf[pos + 4] == 101:
+                pos += 5
+            else:
+                return BAIL
+        if not has_ts:
             return BAIL
-        if mtype == T_TRADE:
-            nt += 1
-        elif mtype == T_QUOTE:
-            nq += 1
-        elif mtype == T_BOOK:
-            nbooks += 1
-            nd = status
-        else:
-            nb += 1
+        has_levels = seen_b or seen_a
+        if not _emit(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, counts,
+                     mtype, s_start, s_end, ts, vals, ivals, codes, reset, d0, nd, has_levels, asks_first, bid_start):
+            return BAIL
         nmsg += 1
         pos = _ws(buf, pos, n)
         if pos >= n:
@@ -486,123 +590,12 @@ def parse_json(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, c
             pos = _ws(buf, pos + 1, n)
             continue
         if buf[pos] == 93:
-            pos = _ws(buf, pos + 1, n)
-            if pos != n:
+            if _ws(buf, pos + 1, n) != n:
                 return BAIL
             break
         return BAIL
-    counts[N_TRADES] = nt
-    counts[N_QUOTES] = nq
-    counts[N_BARS] = nb
-    counts[N_DELTAS] = nd
-    counts[N_BOOKS] = nbooks
     counts[N_MESSAGES] = nmsg
     return OK
-
-
-@njit(cache=True)
-def _emit(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas,
-          mtype, s_start, s_end, ts, has_ts, p, sz, bp, bs, ap, as_, o, h, lo, c, v, vw,
-          trade_id, count, x, z, bx, ax, reset, d0, nd, has_levels, nt, nq, nb, asks_first, bid_start):
-    """Write one parsed message; returns >= 0 on success (the new delta count for a book), -1 to bail."""
-    if s_start < 0 or not has_ts:
-        return -1
-    sid = _lookup(buf, s_start, s_end, slots, names, lens)
-    if sid < 0:
-        return -1
-    if has_levels and mtype != T_BOOK:
-        return -1
-    if mtype == T_TRADE:
-        if not (p > 0.0 and p < _PRICE_MAX and sz >= 0.0 and sz < _SIZE_MAX) or nt >= trades.shape[0]:
-            return -1
-        r = trades[nt]
-        r.ts_ns = ts
-        r.recv_ns = recv_ns
-        r.symbol_id = sid
-        r.exchange = x
-        r.tape = z
-        r.flags = 0
-        r.price = p
-        r.size = sz
-        r.trade_id = trade_id
-        return 0
-    if mtype == T_QUOTE:
-        if np.isnan(bp):
-            bp = 0.0
-        if np.isnan(bs):
-            bs = 0.0
-        if np.isnan(ap):
-            ap = 0.0
-        if np.isnan(as_):
-            as_ = 0.0
-        if not (bp >= 0.0 and bp < _PRICE_MAX and ap >= 0.0 and ap < _PRICE_MAX and bs >= 0.0 and bs < _SIZE_MAX and as_ >= 0.0 and as_ < _SIZE_MAX):
-            return -1
-        if nq >= quotes.shape[0]:
-            return -1
-        q = quotes[nq]
-        q.ts_ns = ts
-        q.recv_ns = recv_ns
-        q.symbol_id = sid
-        q.bid_exchange = bx
-        q.ask_exchange = ax
-        q.tape = z
-        q.flags = 0
-        q.bid_price = bp
-        q.bid_size = bs
-        q.ask_price = ap
-        q.ask_size = as_
-        return 0
-    if mtype == T_BAR or mtype == T_UBAR or mtype == T_DBAR:
-        if np.isnan(v):
-            v = 0.0
-        if np.isnan(vw):
-            vw = 0.0
-        if not (o > 0.0 and o < _PRICE_MAX and h > 0.0 and h < _PRICE_MAX and lo > 0.0 and lo < _PRICE_MAX and c > 0.0 and c < _PRICE_MAX):
-            return -1
-        if not (v >= 0.0 and v < _SIZE_MAX and vw >= 0.0 and vw < _PRICE_MAX) or nb >= bars.shape[0]:
-            return -1
-        b = bars[nb]
-        b.ts_ns = ts
-        b.recv_ns = recv_ns
-        b.symbol_id = sid
-        b.flags = _FLAG_UPDATED_BAR if mtype == T_UBAR else (_FLAG_DAILY_BAR if mtype == T_DBAR else 0)
-        b.open = o
-        b.high = h
-        b.low = lo
-        b.close = c
-        b.volume = v
-        b.vwap = vw
-        b.trade_count = count
-        return 0
-    if mtype == T_BOOK:
-        if nd == d0:
-            if not reset:
-                return nd  # an update that changes nothing
-            if nd >= deltas.shape[0]:
-                return -1
-            deltas[nd].side = _SIDE_BID  # an empty reset: a placeholder level carries the flag
-            deltas[nd].price = 0.0
-            deltas[nd].size = 0.0
-            nd += 1
-        if asks_first and bid_start < nd:
-            # "a" came before "b": put bids first, as the reference path does
-            seg = deltas[d0:nd].copy()
-            n_asks = bid_start - d0
-            n_bids = nd - bid_start
-            deltas[d0 : d0 + n_bids] = seg[n_asks:]
-            deltas[d0 + n_bids : nd] = seg[:n_asks]
-        base = _FLAG_SNAPSHOT if reset else 0
-        for k in range(d0, nd):
-            d = deltas[k]
-            d.ts_ns = ts
-            d.recv_ns = recv_ns
-            d.symbol_id = sid
-            d.flags = base
-        if reset:
-            deltas[d0].flags = base | _FLAG_RESET
-        deltas[nd - 1].flags = deltas[nd - 1].flags | _FLAG_LAST
-        return nd
-    return -1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -746,7 +739,7 @@ def _mskip(buf, pos, n):
     return k if k <= n else -1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _mtimestamp(buf, pos, n):
     """A msgpack Timestamp (ext -1) as (ns, next); next = -1 when it is not one or out of range."""
     if pos + 2 > n:
@@ -782,183 +775,133 @@ def _mtimestamp(buf, pos, n):
 
 
 @njit(cache=True)
-def parse_msgpack(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, counts, bits):
+def _mlevels(buf, pos, n, deltas, nd, side, bits):
+    """Parse a msgpack array of {"p","s"} maps; returns (next, count), next -1 to give up."""
+    kind, n_levels, pos = _mcontainer(buf, pos, n)
+    if kind != 1:
+        return -1, nd
+    for _ in range(n_levels):
+        kind, n_fields, pos = _mcontainer(buf, pos, n)
+        if kind != 2:
+            return -1, nd
+        lp = np.nan
+        ls = np.nan
+        for _f in range(n_fields):
+            ks, ke, pos = _mstr(buf, pos, n)
+            if pos < 0 or ke - ks != 1:
+                return -1, nd
+            val, _, _, pos = _mnumber(buf, pos, n, bits)
+            if pos < 0:
+                return -1, nd
+            if buf[ks] == 112:
+                lp = val
+            elif buf[ks] == 115:
+                ls = val
+            else:
+                return -1, nd
+        nd = _add_level(deltas, nd, side, lp, ls)
+        if nd < 0:
+            return -1, nd
+    return pos, nd
+
+
+@njit(cache=True)
+def parse_msgpack(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, counts, vals, ivals, codes, bits):
+    """Parse a msgpack frame into the arrays; ``counts`` gets the sizes. Returns OK or BAIL."""
     n = buf.shape[0]
+    _clear_counts(counts)
     kind, n_msgs, pos = _mcontainer(buf, 0, n)
     if kind != 1:
         return BAIL
-    nt = nq = nb = nd = nbooks = 0
     for _ in range(n_msgs):
         kind, n_fields, pos = _mcontainer(buf, pos, n)
         if kind != 2:
             return BAIL
+        _reset_fields(vals, ivals, codes)
         mtype = 0
         s_start = s_end = -1
         ts = np.int64(0)
         has_ts = False
-        p = sz = bp = bs = ap = as_ = o = h = lo = c = v = vw = np.nan
-        trade_id = np.int64(0)
-        count = np.int64(0)
-        x = z = bx = ax = 0
         reset = False
-        d0 = nd
-        seen_b = seen_a = False
-        asks_first = False
+        d0 = nd = counts[N_DELTAS]
+        seen_b = seen_a = asks_first = False
         bid_start = nd
         for _f in range(n_fields):
             ks, ke, pos = _mstr(buf, pos, n)
-            if pos < 0:
+            if pos < 0 or pos >= n:
                 return BAIL
-            key = 0
-            if ke - ks <= 3:
-                for j in range(ke - ks):
-                    key |= np.int64(buf[ks + j]) << (8 * j)
-            else:
-                key = -1
-            if pos >= n:
-                return BAIL
-            ch = buf[pos]
-            if (0xA0 <= ch <= 0xBF) or ch == 0xD9 or ch == 0xDA:
-                vs, ve, pos = _mstr(buf, pos, n)
+            fid = _field(buf, ks, ke)
+            if fid < 0:
+                pos = _mskip(buf, pos, n)
                 if pos < 0:
                     return BAIL
-                if key == K_T:
-                    if ve - vs != 1:
-                        return BAIL
-                    mtype = buf[vs]
-                elif key == K_S:
-                    s_start, s_end = vs, ve
-                elif key == K_X or key == K_Z or key == K_BX or key == K_AX:
-                    code = _code(buf, vs, ve)
-                    if code < 0:
-                        return BAIL
-                    if key == K_X:
-                        x = code
-                    elif key == K_Z:
-                        z = code
-                    elif key == K_BX:
-                        bx = code
-                    else:
-                        ax = code
-                elif key == K_TS or key == K_P or key == K_SZ or key == K_I or key == K_C or key == K_BP or key == K_BS or key == K_AP or key == K_AS or key == K_O or key == K_H or key == K_L or key == K_V or key == K_N or key == K_VW or key == K_B or key == K_A or key == K_R:
-                    return BAIL
-            elif key == K_TS:
+                continue
+            ch = buf[pos]
+            is_str = (0xA0 <= ch <= 0xBF) or ch == 0xD9 or ch == 0xDA
+            is_array = (0x90 <= ch <= 0x9F) or ch == 0xDC or ch == 0xDD
+            if fid == F_TS:
                 ts, pos = _mtimestamp(buf, pos, n)
                 if pos < 0:
                     return BAIL
                 has_ts = True
-            elif key == K_R:
+            elif fid <= F_AX:
+                if not is_str:
+                    return BAIL
+                vs, ve, pos = _mstr(buf, pos, n)
+                if pos < 0:
+                    return BAIL
+                if fid == F_T:
+                    if ve - vs != 1:
+                        return BAIL
+                    mtype = buf[vs]
+                elif fid == F_S:
+                    s_start = vs
+                    s_end = ve
+                else:
+                    code = _code(buf, vs, ve)
+                    if code < 0:
+                        return BAIL
+                    codes[fid - F_X] = code
+            elif fid == F_B or fid == F_A:
+                if not is_array or (fid == F_B and seen_b) or (fid == F_A and seen_a):
+                    return BAIL
+                if fid == F_B:
+                    seen_b = True
+                    bid_start = nd
+                    asks_first = seen_a
+                    pos, nd = _mlevels(buf, pos, n, deltas, nd, _SIDE_BID, bits)
+                else:
+                    seen_a = True
+                    pos, nd = _mlevels(buf, pos, n, deltas, nd, _SIDE_ASK, bits)
+                if pos < 0:
+                    return BAIL
+            elif fid == F_R:
                 if ch == 0xC3:
                     reset = True
                 elif ch != 0xC2:
                     return BAIL
                 pos += 1
-            elif (key == K_B or key == K_A) and (0x90 <= ch <= 0x9F or ch == 0xDC or ch == 0xDD):
-                if (key == K_B and seen_b) or (key == K_A and seen_a):
-                    return BAIL
-                side = _SIDE_BID
-                if key == K_B:
-                    seen_b = True
-                    bid_start = nd
-                    asks_first = seen_a
-                else:
-                    side = _SIDE_ASK
-                    seen_a = True
-                _, n_levels, pos = _mcontainer(buf, pos, n)
-                for _lv in range(n_levels):
-                    lkind, lfields, pos = _mcontainer(buf, pos, n)
-                    if lkind != 2:
-                        return BAIL
-                    lp = np.nan
-                    ls = np.nan
-                    for _lf in range(lfields):
-                        lks, lke, pos = _mstr(buf, pos, n)
-                        if pos < 0 or lke - lks != 1:
-                            return BAIL
-                        val, _, _, pos = _mnumber(buf, pos, n, bits)
-                        if pos < 0:
-                            return BAIL
-                        if buf[lks] == 112:
-                            lp = val
-                        elif buf[lks] == 115:
-                            ls = val
-                        else:
-                            return BAIL
-                    if not (lp > 0.0 and lp < _PRICE_MAX and ls >= 0.0 and ls < _SIZE_MAX):
-                        return BAIL
-                    if nd >= deltas.shape[0]:
-                        return BAIL
-                    deltas[nd].side = side
-                    deltas[nd].price = lp
-                    deltas[nd].size = ls
-                    nd += 1
-            elif key == K_C and (0x90 <= ch <= 0x9F or ch == 0xDC or ch == 0xDD):
+            elif fid == F_C and is_array:
                 pos = _mskip(buf, pos, n)
                 if pos < 0:
                     return BAIL
-            elif key == K_P or key == K_SZ or key == K_I or key == K_C or key == K_BP or key == K_BS or key == K_AP or key == K_AS or key == K_O or key == K_H or key == K_L or key == K_V or key == K_N or key == K_VW:
+            else:
                 val, ival, is_int, pos = _mnumber(buf, pos, n, bits)
                 if pos < 0:
                     return BAIL
-                if key == K_P:
-                    p = val
-                elif key == K_SZ:
-                    sz = val
-                elif key == K_I:
+                if fid >= FIRST_INT:
                     if not is_int:
                         return BAIL
-                    trade_id = ival
-                elif key == K_BP:
-                    bp = val
-                elif key == K_BS:
-                    bs = val
-                elif key == K_AP:
-                    ap = val
-                elif key == K_AS:
-                    as_ = val
-                elif key == K_O:
-                    o = val
-                elif key == K_H:
-                    h = val
-                elif key == K_L:
-                    lo = val
-                elif key == K_C:
-                    c = val
-                elif key == K_V:
-                    v = val
-                elif key == K_N:
-                    if not is_int:
-                        return BAIL
-                    count = ival
+                    ivals[fid - FIRST_INT] = ival
                 else:
-                    vw = val
-            elif key == K_T or key == K_S or key == K_X or key == K_Z or key == K_BX or key == K_AX or key == K_B or key == K_A:
-                return BAIL
-            else:
-                pos = _mskip(buf, pos, n)
-                if pos < 0:
-                    return BAIL
-        has_levels = seen_b or seen_a
-        status = _emit(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas,
-                       mtype, s_start, s_end, ts, has_ts, p, sz, bp, bs, ap, as_, o, h, lo, c, v, vw,
-                       trade_id, count, x, z, bx, ax, reset, d0, nd, has_levels, nt, nq, nb, asks_first, bid_start)
-        if status < 0:
+                    vals[fid] = val
+        if not has_ts:
             return BAIL
-        if mtype == T_TRADE:
-            nt += 1
-        elif mtype == T_QUOTE:
-            nq += 1
-        elif mtype == T_BOOK:
-            nbooks += 1
-            nd = status
-        else:
-            nb += 1
+        has_levels = seen_b or seen_a
+        if not _emit(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, counts,
+                     mtype, s_start, s_end, ts, vals, ivals, codes, reset, d0, nd, has_levels, asks_first, bid_start):
+            return BAIL
     if pos != n:
         return BAIL
-    counts[N_TRADES] = nt
-    counts[N_QUOTES] = nq
-    counts[N_BARS] = nb
-    counts[N_DELTAS] = nd
-    counts[N_BOOKS] = nbooks
     counts[N_MESSAGES] = n_msgs
     return OK

@@ -133,6 +133,9 @@ class Decoder:
         self.compiled = compiled  # False: always the msgspec path (the reference; tests compare both)
         self._counts = np.zeros(8, np.int64)
         self._bits = np.zeros(1, np.uint64)
+        self._vals = np.zeros(_fastparse.N_FIELDS, np.float64)  # per-message scratch of the parsers
+        self._ivals = np.zeros(2, np.int64)
+        self._codes = np.zeros(4, np.int64)
         self._scratch_msgs = 0
         self._scratch_levels = 0
         self._grow_scratch(256, 512)
@@ -190,9 +193,9 @@ class Decoder:
         slots, names, lens = self.symbols.table
         counts = self._counts
         if is_json:
-            status = _fastparse.parse_json(buf, slots, names, lens, recv_ns, self._buf_trades, self._buf_quotes, self._buf_bars, self._buf_deltas, counts)
+            status = _fastparse.parse_json(buf, slots, names, lens, recv_ns, self._buf_trades, self._buf_quotes, self._buf_bars, self._buf_deltas, counts, self._vals, self._ivals, self._codes)
         else:
-            status = _fastparse.parse_msgpack(buf, slots, names, lens, recv_ns, self._buf_trades, self._buf_quotes, self._buf_bars, self._buf_deltas, counts, self._bits)
+            status = _fastparse.parse_msgpack(buf, slots, names, lens, recv_ns, self._buf_trades, self._buf_quotes, self._buf_bars, self._buf_deltas, counts, self._vals, self._ivals, self._codes, self._bits)
         if status != _fastparse.OK:
             return None
         batch = DecodedBatch(recv_ns=recv_ns)
