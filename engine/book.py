@@ -333,11 +333,7 @@ def _set_level(qty, ival, okey, oqty, counters, s, si, key, q):
             return 0
         return _ovf_set(okey, oqty, ival, s, si, key, 0.0)
     if best == EMPTY_KEY:
-        # empty side: window is all zeros and overflow is empty, so just place the window
-        ival[s, _S_BASE + si] = key - headroom
-        qty[s, si, headroom] = q
-        ival[s, _S_NWIN + si] = 1
-        ival[s, _S_BEST + si] = key
+        _place_only_level(qty, ival, s, si, key, q)
         return 0
     if key < base:
         if not _shift_down(qty, ival, okey, oqty, s, si, key - headroom):
@@ -353,6 +349,16 @@ def _set_level(qty, ival, okey, oqty, counters, s, si, key, q):
             ival[s, _S_BEST + si] = key
         return 0
     return _ovf_set(okey, oqty, ival, s, si, key, q)
+
+
+@_inline
+def _place_only_level(qty, ival, s, si, key, q):
+    """The first level of an empty side: the window is all zeros and the overflow store empty."""
+    headroom = qty.shape[2] >> 3
+    ival[s, _S_BASE + si] = key - headroom
+    qty[s, si, headroom] = q
+    ival[s, _S_NWIN + si] = 1
+    ival[s, _S_BEST + si] = key
 
 
 @_kernel
@@ -660,11 +666,10 @@ def _apply_quotes(qty, ival, okey, oqty, fval, counters, quotes, tob_out, depth_
         else:
             _clear_side(qty, ival, s, 0)
             _clear_side(qty, ival, s, 1)
-            # both sides are empty now, so neither set can need overflow room
             if bid_tick > 0:
-                _set_level(qty, ival, okey, oqty, counters, s, 0, -bid_tick, q.bid_size)
+                _place_only_level(qty, ival, s, 0, -bid_tick, q.bid_size)
             if ask_tick > 0:
-                _set_level(qty, ival, okey, oqty, counters, s, 1, ask_tick, q.ask_size)
+                _place_only_level(qty, ival, s, 1, ask_tick, q.ask_size)
             ival[s, _S_LAST_TS] = q.ts_ns
             applied += 1
             if _check_crossed(ival, counters, s):
