@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.book import BookManager, _inline, _kernel, _tob_values
+from engine.book import BookManager, _entry_point, _inline, _kernel, _tob_values
 from engine.errors import InputError
 from engine.events import BAR_DTYPE, FLAG_CORRECTION, TRADE_DTYPE
 
@@ -119,7 +119,8 @@ COUNTER_NAMES = (
 )
 _DROP_COUNTERS = (C_DROP_SYMBOL, C_DROP_PRICE, C_DROP_SIZE)
 
-_NO_WINDOW = np.int64(-(1 << 62))  # start of "no window yet": adding any timeframe cannot overflow
+_NO_WINDOW = np.int64(-(1 << 62))
+_COPY_OUT_LIMIT = 65_536  # bars; above this a batch hands over its output buffers instead of copying  # start of "no window yet": adding any timeframe cannot overflow
 
 
 # =================================================================================================
@@ -259,8 +260,8 @@ def _close_level(tint, tflt, children, child_start, counters, s, k, out_bars, ou
 
 @_kernel
 def _add_trades(trades, start, tf_ns, parent, children, child_start, tint, tflt, akind, athr, aint, aflt, counters,
-                out_bars, out_tf, out_micro, n_out, book, depth_n):
-    """Fold ``trades[start:]`` into bars; returns (next trade index, rows written).
+                out_bars, out_tf, out_micro, n_out, book, depth_n, chain):
+    """Fold ``trades[start:]`` into bars; returns (next trade index, rows written, trades dropped).
     Stops early only when the output buffer might not hold the bars the next trade could close."""
     n = trades.shape[0]
     n_sym = tint.shape[0]
@@ -269,11 +270,13 @@ def _add_trades(trades, start, tf_ns, parent, children, child_start, tint, tflt,
     room = out_bars.shape[0] - (k_count + a_count)
     tf0 = tf_ns[0]
     folded = 0
+    dropped = 0
     for i in range(start, n):
         t = trades[i]
         s = np.int64(t.symbol_id)
         if s < 0 or s >= n_sym:
             counters[C_DROP_SYMBOL] += 1
+            dropped += 1
             continue
         if (t.flags & FLAG_CORRECTION) != 0:
             counters[C_CORRECTIONS] += 1
@@ -282,13 +285,15 @@ def _add_trades(trades, start, tf_ns, parent, children, child_start, tint, tflt,
         size = t.size
         if not (price > 0.0) or price == np.inf:
             counters[C_DROP_PRICE] += 1
+            dropped += 1
             continue
         if not (size >= 0.0) or size == np.inf:
             counters[C_DROP_SIZE] += 1
+            dropped += 1
             continue
         if n_out > room:
             counters[C_TRADES] += folded
-            return i, n_out
+            return i, n_out, dropped
         folded += 1
         ts = t.ts_ns
         recv = t.recv_ns
@@ -316,6 +321,8 @@ def _add_trades(trades, start, tf_ns, parent, children, child_start, tint, tflt,
             for k in range(k_count):
                 ks = tint[s, k, _T_START]
                 if ts >= ks and ts < ks + tf_ns[k] and not (k == 0 and fine_closed):
+                    if chain:
+                        break  # each level nests in the next: the larger windows are unchanged too
                     continue
                 n_out = _close_level(tint, tflt, children, child_start, counters, s, k, out_bars, out_tf, out_micro,
                                      n_out, book, depth_n)
@@ -343,7 +350,7 @@ def _add_trades(trades, start, tf_ns, parent, children, child_start, tint, tflt,
                 n_out += 1
                 ai[_T_N] = 0
     counters[C_TRADES] += folded
-    return n, n_out
+    return n, n_out, dropped
 
 
 @_kernel
@@ -471,6 +478,7 @@ class BarAggregator:
         parent = [0] + [max(j for j in range(lvl) if seconds[lvl] % seconds[j] == 0) for lvl in range(1, k)]
         children = [[c for c in range(1, k) if parent[c] == lvl] for lvl in range(k)]
         self._parent = np.array(parent, dtype=np.int64)
+        self._chain = all(parent[lvl] == lvl - 1 for lvl in range(1, k))  # every level feeds the next one
         self._children = np.array([c for cs in children for c in cs], dtype=np.int64)
         self._child_start = np.cumsum([0] + [len(cs) for cs in children]).astype(np.int64)
         self._tint = np.zeros((n, k, _N_TINT), dtype=np.int64)
@@ -481,7 +489,10 @@ class BarAggregator:
         self._aint = np.zeros((n, a, _N_TINT), dtype=np.int64)
         self._aflt = np.zeros((n, a, _N_AFLT), dtype=np.float64)
         self._counters = np.zeros(_N_COUNTERS, dtype=np.int64)
-        self._alloc_out(max(int(initial_capacity), 2 * (k + a)))
+        self._per_trade_max = k + a  # bars one trade can close at most
+        self._initial_capacity = max(int(initial_capacity), 2 * (k + a))
+        self._alloc_out(self._initial_capacity)
+        self._add_trades_fn = None  # compiled entry point, bound after the first call
         # a zero-symbol book state: same array types as a real one, so the kernel compiles once
         self._no_book = (
             np.zeros((0, 2, 16), dtype=np.float64),
@@ -508,20 +519,32 @@ class BarAggregator:
         """Fold a ``TRADE_DTYPE`` batch into every bar; returns the bars that closed, in order."""
         if not isinstance(trades, np.ndarray) or trades.dtype != TRADE_DTYPE or trades.ndim != 1:
             raise InputError(f"trades must be a 1-D TRADE_DTYPE array, got {getattr(trades, 'dtype', type(trades).__name__)}")
-        if not trades.flags.c_contiguous:
-            trades = np.ascontiguousarray(trades)
-        before = self._drops()
+        flags = trades.flags
+        writeable = flags.writeable
+        if not flags.c_contiguous:
+            trades, writeable = np.ascontiguousarray(trades), True
+        # size the output from the bars-per-trade seen so far, so a big batch rarely regrows it
+        seen = self._counters[C_TRADES]
+        expected = int(len(trades) * (self._counters[C_BARS] / seen if seen else 0.05) * 1.25) + self._per_trade_max
+        if expected > len(self._out_bars):
+            self._alloc_out(expected)
         book = self._current_book()
-        start = n_out = 0
+        start = n_out = dropped = 0
         while True:
-            start, n_out = _add_trades(
-                trades, start, self._tf_ns, self._parent, self._children, self._child_start, self._tint, self._tflt, self._akind, self._athr, self._aint, self._aflt,
-                self._counters, self._out_bars, self._out_tf, self._out_micro, n_out, book, self._depth_n,
-            )
+            args = (trades, start, self._tf_ns, self._parent, self._children, self._child_start, self._tint, self._tflt,
+                    self._akind, self._athr, self._aint, self._aflt, self._counters, self._out_bars, self._out_tf,
+                    self._out_micro, n_out, book, self._depth_n, self._chain)
+            if self._add_trades_fn is not None and writeable:
+                start, n_out, d = self._add_trades_fn(*args)
+            else:
+                start, n_out, d = _add_trades(*args)
+                if writeable:
+                    self._add_trades_fn = _entry_point(_add_trades, args)
+            dropped += d
             if start >= len(trades):
                 break
             self._alloc_out(2 * len(self._out_bars), keep=n_out)
-        if self._drops() != before:
+        if dropped:
             self._log_drops()
         return self._take(n_out)
 
@@ -574,7 +597,12 @@ class BarAggregator:
 
     def _take(self, n_out: int) -> BarBatch:
         self._counters[C_BARS] += n_out
-        return BarBatch(self._out_bars[:n_out].copy(), self._out_tf[:n_out].copy(), self._out_micro[:n_out].copy(), self.names)
+        if n_out <= _COPY_OUT_LIMIT:
+            return BarBatch(self._out_bars[:n_out].copy(), self._out_tf[:n_out].copy(), self._out_micro[:n_out].copy(), self.names)
+        # a big batch keeps the buffers (no copy of every bar); the next call starts small again
+        batch = BarBatch(self._out_bars[:n_out], self._out_tf[:n_out], self._out_micro[:n_out], self.names)
+        self._alloc_out(self._initial_capacity)
+        return batch
 
     def _drops(self) -> int:
         return int(sum(self._counters[c] for c in _DROP_COUNTERS))
