@@ -248,6 +248,11 @@ def test_output_grows_when_one_batch_closes_many_bars() -> None:
     out = agg.add_trades(trades(rows))
     assert len(out) == 299 * 11
     assert out.select("1d")["close"].tolist() == [10.0 + k for k in range(299)]
+    # a batch past the copy limit hands its buffers over; the next batch must not overwrite them
+    big = agg.add_trades(trades([(T0 + k * DAY, 0, 1.0 + k, 1.0) for k in range(300, 6_400)]))
+    assert len(big) == 6_100 * 11
+    after = agg.add_trades(trades([(T0 + 7_000 * DAY, 0, 5.0, 1.0)]))
+    assert len(after) == 11 and big.select("1d")["close"][-1] == 6_399.0 and big.select("1d")["close"][0] == 309.0
 
 
 def test_bad_configuration_is_a_clear_error() -> None:

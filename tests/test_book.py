@@ -397,7 +397,7 @@ def test_crossed_book_is_flagged_counted_and_returned() -> None:
     assert book.update(1, SIDE_ASK, 5.10, 0.0) == UPDATE_OK and not book.is_crossed(1)
 
 
-def test_bad_input_is_a_counted_drop_and_leaves_the_book_alone() -> None:
+def test_bad_input_is_a_counted_drop_and_leaves_the_book_alone(caplog: pytest.LogCaptureFixture) -> None:
     book = BookManager(2, 0.01)
     book.apply_deltas(deltas([(0, SIDE_BID, 10.00, 1, 1, 0), (0, SIDE_ASK, 10.02, 1, 1, 0)]))
     good = book.top_of_book()
@@ -417,8 +417,10 @@ def test_bad_input_is_a_counted_drop_and_leaves_the_book_alone() -> None:
         (-1, SIDE_BID, 10.01, 1, 2, 0),
         (1_000_000, SIDE_ASK, 10.01, 1, 2, 0),
     ])
-    r = book.apply_deltas(bad)
+    with caplog.at_level("WARNING", logger="tickforge.book"):
+        r = book.apply_deltas(bad)
     assert r[:3] == (0, len(bad), 0)
+    assert "dropped_bad_price=6" in caplog.text
     after = book.top_of_book()
     for name in ("best_bid_price", "best_bid_size", "best_ask_price", "best_ask_size", "ts_ns"):
         assert np.array_equal(after[name], good[name], equal_nan=True)
@@ -508,3 +510,6 @@ def test_constructor_and_batch_validation_are_clear_errors() -> None:
     # a strided view is accepted (copied to contiguous)
     d = deltas([(0, SIDE_BID, 1.0, 1, 1, 0), (0, SIDE_BID, 9.0, 1, 1, 0), (0, SIDE_ASK, 2.0, 1, 1, 0)])
     assert book.apply_deltas(d[::2]).applied == 2 and book.best_ask_price(0) == 2.0
+    # a read-only batch (e.g. decoded straight from a buffer) is applied through numba's own dispatch
+    frozen = np.frombuffer(deltas([(0, SIDE_ASK, 1.5, 4, 2, 0)]).tobytes(), dtype=BOOK_DELTA_DTYPE)
+    assert book.apply_deltas(frozen).applied == 1 and book.best_ask_price(0) == 1.5
