@@ -4,7 +4,7 @@ Same function names and signatures as ``gpu_kernels.features``. Panels are ``(ba
 float64; the result is one ``(n_features, bars, symbols)`` array whose feature order is
 ``indicator_steps.WINDOWED_KINDS`` x windows, then ``GLOBAL_KINDS``.
 
-``prange`` spreads (block of ``BLOCK`` symbols, window) tasks over the cores; each task walks time
+``prange`` spreads blocks of ``BLOCK`` symbols over the cores; each task walks time, all windows,
 with the block's symbols in a few small inner loops, each calling one branch-free lane function of
 ``indicator_steps`` (scalars in, scalars out) so it vectorises across symbols; the state
 (``st[slot, symbol]``) stays in L1. The rare window-wide
@@ -60,15 +60,16 @@ from cpu_fallback.indicator_steps import (
     S_VAR_R,
     S_VAR_V,
     advance_count,
+    atr_lane,
     bar_lane,
     close_window_lane,
     macd_lane,
     macd_step,
     change_lane,
     return_window_lane,
+    rsi_lane,
     run_length,
     volume_window_lane,
-    wilder_lane,
     window_fixup,
     window_step,
 )
@@ -151,99 +152,106 @@ def _bar_task(high, low, close, volume, vwap, has_vwap, macd_fast, macd_slow, ma
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def _window_pass(high, low, close, volume, log_close, log_return, true_range, pv, windows, out):
-    """Every windowed feature: one task per (symbol block, window)."""
+    """Every windowed feature: one task per block of symbols, all windows inside it."""
     n_symbols = close.shape[1]
-    nw = windows.shape[0]
     n_blocks = (n_symbols + BLOCK - 1) // BLOCK
-    for task in prange(n_blocks * nw):
-        b = task // nw
-        _window_task(high, low, close, volume, log_close, log_return, true_range, pv, windows[task % nw],
-                     task % nw, nw, out, b * BLOCK, min(n_symbols, b * BLOCK + BLOCK))
+    for b in prange(n_blocks):
+        _window_task(high, low, close, volume, log_close, log_return, true_range, pv, windows, out,
+                     b * BLOCK, min(n_symbols, b * BLOCK + BLOCK))
 
 
 @njit(cache=True, error_model="numpy")
-def _window_task(high, low, close, volume, log_close, log_return, true_range, pv, w, j, nw, out, s0, s1):
-    """Window w (index j of nw) for symbols s0..s1: small loops over the block's symbols per bar."""
+def _window_task(high, low, close, volume, log_close, log_return, true_range, pv, windows, out, s0, s1):
+    """Every window for symbols s0..s1: per bar, the counters once, then small loops per window."""
     n_bars = close.shape[0]
-    if True:
-        width = s1 - s0
-        # rows 0..N_STATE-1: state; then one scratch row per windowed feature kind
-        work = np.zeros((N_STATE + N_WINDOWED_KINDS) * BLOCK)
-        st = work[: N_STATE * BLOCK].reshape((N_STATE, BLOCK))
-        scratch = work[N_STATE * BLOCK:].reshape((N_WINDOWED_KINDS, 1, BLOCK))
-        o = N_STATE * BLOCK
-        cnt = np.zeros(5 * BLOCK, np.int64)  # close, high/low/close, return, volume, pv counters
-        flags = np.zeros(BLOCK, np.int64)
-        for t in range(n_bars):
+    nw = windows.shape[0]
+    width = s1 - s0
+    per_window = N_STATE * BLOCK
+    work = np.zeros(nw * per_window)  # state rows, BLOCK apart, window after window
+    # outputs of the current window, one row per feature kind; a separate array so LLVM sees that
+    # the state and output rows never overlap
+    scr = np.zeros(N_WINDOWED_KINDS * BLOCK)
+    scratch = scr.reshape((N_WINDOWED_KINDS, 1, BLOCK))
+    cnt = np.zeros(5 * BLOCK, np.int64)  # close, high/low/close, return, volume, pv counters
+    flags = np.zeros(BLOCK, np.int64)
+    for t in range(n_bars):
+        prev = t - 1 if t > 0 else 0
+        first_bar = t == 0
+        for s in range(s0, s1):
+            i = s - s0
+            c = close[t, s]
+            h = high[t, s]
+            lo = low[t, s]
+            r = log_return[t, s]
+            v = volume[t, s]
+            p = pv[t, s]
+            cnt[i] = advance_count(cnt[i], c == c)
+            cnt[BLOCK + i] = advance_count(cnt[BLOCK + i], (c == c) & (h == h) & (lo == lo))
+            cnt[2 * BLOCK + i] = run_length(cnt[2 * BLOCK + i], r == r)
+            cnt[3 * BLOCK + i] = run_length(cnt[3 * BLOCK + i], v == v)
+            cnt[4 * BLOCK + i] = run_length(cnt[4 * BLOCK + i], p == p)
+        for j in range(nw):
+            w = windows[j]
+            ws = work[j * per_window:(j + 1) * per_window]  # this window's state rows (a view)
             # rows w and w-1 bars back; clamped rows are read but never used (the lanes select them away)
             old = t - w if t >= w else 0
             trail = t - w + 1 if t >= w - 1 else 0
-            prev = t - 1 if t > 0 else 0
-            first_bar = t == 0
             for s in range(s0, s1):
                 i = s - s0
-                c = close[t, s]
-                h = high[t, s]
-                lo = low[t, s]
-                r = log_return[t, s]
-                v = volume[t, s]
-                p = pv[t, s]
-                cnt[i] = advance_count(cnt[i], c == c)
-                cnt[BLOCK + i] = advance_count(cnt[BLOCK + i], (c == c) & (h == h) & (lo == lo))
-                cnt[2 * BLOCK + i] = run_length(cnt[2 * BLOCK + i], r == r)
-                cnt[3 * BLOCK + i] = run_length(cnt[3 * BLOCK + i], v == v)
-                cnt[4 * BLOCK + i] = run_length(cnt[4 * BLOCK + i], p == p)
-            for s in range(s0, s1):
-                i = s - s0
-                (work[S_SUM_C * BLOCK + i], work[S_EMA * BLOCK + i], work[S_VAR_C * BLOCK + i],
-                 work[(S_VAR_C + 1) * BLOCK + i], work[(S_VAR_C + 2) * BLOCK + i], work[(S_VAR_C + 3) * BLOCK + i],
-                 work[(S_VAR_C + 4) * BLOCK + i], work[S_LAST_VAR_C * BLOCK + i],
-                 work[o + K_SMA * BLOCK + i], work[o + K_EMA * BLOCK + i], work[o + K_STDDEV * BLOCK + i],
-                 work[o + K_BB_UPPER * BLOCK + i], work[o + K_BB_LOWER * BLOCK + i], flags[i]) = close_window_lane(
-                    work[S_SUM_C * BLOCK + i], work[S_EMA * BLOCK + i], work[S_VAR_C * BLOCK + i],
-                    work[(S_VAR_C + 1) * BLOCK + i], work[(S_VAR_C + 2) * BLOCK + i],
-                    work[(S_VAR_C + 3) * BLOCK + i], work[(S_VAR_C + 4) * BLOCK + i], cnt[i], w,
+                (ws[S_SUM_C * BLOCK + i], ws[S_EMA * BLOCK + i], ws[S_VAR_C * BLOCK + i],
+                 ws[(S_VAR_C + 1) * BLOCK + i], ws[(S_VAR_C + 2) * BLOCK + i],
+                 ws[(S_VAR_C + 3) * BLOCK + i], ws[(S_VAR_C + 4) * BLOCK + i],
+                 ws[S_LAST_VAR_C * BLOCK + i], scr[K_SMA * BLOCK + i], scr[K_EMA * BLOCK + i],
+                 scr[K_STDDEV * BLOCK + i], scr[K_BB_UPPER * BLOCK + i], scr[K_BB_LOWER * BLOCK + i],
+                 flags[i]) = close_window_lane(
+                    ws[S_SUM_C * BLOCK + i], ws[S_EMA * BLOCK + i], ws[S_VAR_C * BLOCK + i],
+                    ws[(S_VAR_C + 1) * BLOCK + i], ws[(S_VAR_C + 2) * BLOCK + i],
+                    ws[(S_VAR_C + 3) * BLOCK + i], ws[(S_VAR_C + 4) * BLOCK + i], cnt[i], w,
                     close[t, s], close[old, s], close[trail, s])
             for s in range(s0, s1):
                 i = s - s0
                 prev_close = np.nan if first_bar else close[prev, s]
-                (work[S_GAIN * BLOCK + i], work[S_LOSS * BLOCK + i], work[S_ATR * BLOCK + i],
-                 work[o + K_RSI * BLOCK + i], work[o + K_ATR * BLOCK + i]) = wilder_lane(
-                    work[S_GAIN * BLOCK + i], work[S_LOSS * BLOCK + i], work[S_ATR * BLOCK + i], cnt[i],
-                    cnt[BLOCK + i], w, close[t, s], prev_close, true_range[t, s])
+                ws[S_GAIN * BLOCK + i], ws[S_LOSS * BLOCK + i], scr[K_RSI * BLOCK + i] = rsi_lane(
+                    ws[S_GAIN * BLOCK + i], ws[S_LOSS * BLOCK + i], cnt[i], w, close[t, s], prev_close)
             for s in range(s0, s1):
                 i = s - s0
-                work[o + K_MOM * BLOCK + i], work[o + K_ROC * BLOCK + i], work[o + K_LOGRET * BLOCK + i] = change_lane(
+                ws[S_ATR * BLOCK + i], scr[K_ATR * BLOCK + i] = atr_lane(
+                    ws[S_ATR * BLOCK + i], cnt[BLOCK + i], w, true_range[t, s])
+            for s in range(s0, s1):
+                i = s - s0
+                scr[K_MOM * BLOCK + i], scr[K_ROC * BLOCK + i], scr[K_LOGRET * BLOCK + i] = change_lane(
                     cnt[i], t + 1, w, close[t, s], close[old, s], log_close[t, s], log_close[old, s])
             for s in range(s0, s1):
                 i = s - s0
-                (work[S_VAR_R * BLOCK + i], work[(S_VAR_R + 1) * BLOCK + i], work[(S_VAR_R + 2) * BLOCK + i],
-                 work[(S_VAR_R + 3) * BLOCK + i], work[(S_VAR_R + 4) * BLOCK + i], work[o + K_VOL * BLOCK + i],
-                 flags_r) = return_window_lane(
-                    work[S_VAR_R * BLOCK + i], work[(S_VAR_R + 1) * BLOCK + i], work[(S_VAR_R + 2) * BLOCK + i],
-                    work[(S_VAR_R + 3) * BLOCK + i], work[(S_VAR_R + 4) * BLOCK + i], cnt[2 * BLOCK + i], w,
-                    log_return[t, s], log_return[trail, s])
+                (ws[S_VAR_R * BLOCK + i], ws[(S_VAR_R + 1) * BLOCK + i],
+                 ws[(S_VAR_R + 2) * BLOCK + i], ws[(S_VAR_R + 3) * BLOCK + i],
+                 ws[(S_VAR_R + 4) * BLOCK + i], scr[K_VOL * BLOCK + i], flags_r) = return_window_lane(
+                    ws[S_VAR_R * BLOCK + i], ws[(S_VAR_R + 1) * BLOCK + i],
+                    ws[(S_VAR_R + 2) * BLOCK + i], ws[(S_VAR_R + 3) * BLOCK + i],
+                    ws[(S_VAR_R + 4) * BLOCK + i], cnt[2 * BLOCK + i], w, log_return[t, s],
+                    log_return[trail, s])
                 flags[i] |= flags_r
             for s in range(s0, s1):
                 i = s - s0
-                (work[S_SUM_PV * BLOCK + i], work[S_SUM_VOL * BLOCK + i], work[S_VAR_V * BLOCK + i],
-                 work[(S_VAR_V + 1) * BLOCK + i], work[(S_VAR_V + 2) * BLOCK + i], work[(S_VAR_V + 3) * BLOCK + i],
-                 work[(S_VAR_V + 4) * BLOCK + i], work[o + K_VWAP * BLOCK + i], work[o + K_VOLZ * BLOCK + i],
-                 flags_v) = volume_window_lane(
-                    work[S_SUM_PV * BLOCK + i], work[S_SUM_VOL * BLOCK + i], work[S_VAR_V * BLOCK + i],
-                    work[(S_VAR_V + 1) * BLOCK + i], work[(S_VAR_V + 2) * BLOCK + i],
-                    work[(S_VAR_V + 3) * BLOCK + i], work[(S_VAR_V + 4) * BLOCK + i], cnt[4 * BLOCK + i],
+                (ws[S_SUM_PV * BLOCK + i], ws[S_SUM_VOL * BLOCK + i], ws[S_VAR_V * BLOCK + i],
+                 ws[(S_VAR_V + 1) * BLOCK + i], ws[(S_VAR_V + 2) * BLOCK + i],
+                 ws[(S_VAR_V + 3) * BLOCK + i], ws[(S_VAR_V + 4) * BLOCK + i],
+                 scr[K_VWAP * BLOCK + i], scr[K_VOLZ * BLOCK + i], flags_v) = volume_window_lane(
+                    ws[S_SUM_PV * BLOCK + i], ws[S_SUM_VOL * BLOCK + i], ws[S_VAR_V * BLOCK + i],
+                    ws[(S_VAR_V + 1) * BLOCK + i], ws[(S_VAR_V + 2) * BLOCK + i],
+                    ws[(S_VAR_V + 3) * BLOCK + i], ws[(S_VAR_V + 4) * BLOCK + i], cnt[4 * BLOCK + i],
                     cnt[3 * BLOCK + i], w, pv[t, s], pv[old, s], volume[t, s], volume[old, s], volume[trail, s])
                 flags[i] |= flags_v
             for i in range(width):
                 if flags[i] != 0:
+                    st = ws.reshape((N_STATE, BLOCK))
                     window_fixup(flags[i], st, i, w, 0, 1, cnt[3 * BLOCK + i], cnt[4 * BLOCK + i],
                                  close, log_return, volume, pv, s0 + i, t, n_bars, scratch, 0, i)
             for kind in range(N_WINDOWED_KINDS):
-                f = kind * nw + j
-                row = o + (K_SMA if kind == K_BB_MIDDLE else kind) * BLOCK  # the middle band is the SMA
-                for s in range(s0, s1):
-                    out[f, t, s] = work[row + s - s0]
+                row = (K_SMA if kind == K_BB_MIDDLE else kind) * BLOCK  # the middle band is the SMA
+                dest = out[kind * nw + j, t]
+                for i in range(width):
+                    dest[s0 + i] = scr[row + i]
 
 
 def compute_feature_panel(high, low, close, volume, vwap, windows, macd, out_dtype, out=None):

@@ -271,7 +271,7 @@ def close_window_lane(sum_c, ema, a, s1, s2, pk, cd, n, w, x, x_old, x_trail):
 
 @njit(cache=True, error_model="numpy")
 def wilder_lane(gain, loss, atr, n_c, n_hlc, w, x, prev, true_range):
-    """RSI and ATR; (gain, loss, atr, rsi, atr output)."""
+    """RSI and ATR; (gain, loss, atr, rsi, atr output). The CPU batch calls the two lanes in separate loops."""
     gain, loss, rsi = rsi_lane(gain, loss, n_c, w, x, prev)
     atr, atr_out = atr_lane(atr, n_hlc, w, true_range)
     return gain, loss, atr, rsi, atr_out

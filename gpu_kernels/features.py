@@ -5,8 +5,9 @@ the kernels call the very ``cpu_fallback.indicator_steps`` functions (numba comp
 device), so the GPU computes the same definitions; results agree with the CPU to rounding (the CUDA
 ``log`` and the compiler's fused multiply-adds may differ in the last bit).
 
-Layout: one thread per (symbol, window) walks time for the windowed features, one thread per symbol
-for the per-bar series and MACD. Neighbouring threads hold neighbouring symbols, so every panel read
+Layout: one thread per (symbol, window) walks time for the windowed features with its state in
+registers (spilled to local memory only for the rare re-seed / rebuild fix-ups), one thread per
+symbol for the per-bar series and MACD. Neighbouring threads hold neighbouring symbols, so every panel read
 ``x[t, s]`` is coalesced. Inputs go to the device once, all features are computed there, and the
 ``(n_features, bars, symbols)`` result comes back once (or stays on the device with ``device=True``).
 State is float64 in registers/local memory whatever the output dtype; ``float32`` halves the bytes
@@ -31,15 +32,40 @@ from cpu_fallback.indicator_steps import (
     G_MACD_SIGNAL,
     G_RANGE_BPS,
     GLOBAL_KINDS,
+    K_ATR,
+    K_BB_LOWER,
+    K_BB_MIDDLE,
+    K_BB_UPPER,
+    K_EMA,
+    K_LOGRET,
+    K_MOM,
+    K_ROC,
+    K_RSI,
+    K_SMA,
+    K_STDDEV,
+    K_VOL,
+    K_VOLZ,
+    K_VWAP,
     N_MACD_STATE,
     N_STATE,
     N_WINDOWED_KINDS,
+    S_LAST_VAR_C,
+    S_SUM_C,
+    S_SUM_PV,
+    S_SUM_VOL,
+    S_VAR_C,
+    S_VAR_R,
+    S_VAR_V,
     advance_count,
     bar_lane,
+    change_lane,
+    close_window_lane,
     macd_step,
+    return_window_lane,
     run_length,
+    volume_window_lane,
+    wilder_lane,
     window_fixup,
-    window_step,
 )
 
 THREADS = 128  # threads per block along the symbol axis
@@ -106,7 +132,7 @@ def _bar_kernel(high, low, close, volume, vwap, has_vwap, macd_fast, macd_slow, 
 
 @cuda.jit
 def _window_kernel(high, low, close, volume, log_close, log_return, true_range, pv, windows, out):
-    """One thread per (symbol, window): every windowed feature, walking time."""
+    """One thread per (symbol, window): every windowed feature, walking time with its state in registers."""
     s = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
     j = cuda.blockIdx.y
     n_bars, n_symbols = close.shape
@@ -119,14 +145,12 @@ def _window_kernel(high, low, close, volume, log_close, log_return, true_range, 
     volume = plain(volume)
     pv = plain(pv)
     out = plain(out)
-    st = cuda.local.array((N_STATE, 1), np.float64)
-    for k in range(N_STATE):
-        st[k, 0] = 0.0
-    n_c = 0
-    n_hlc = 0
-    n_r = 0
-    n_v = 0
-    n_pv = 0
+    st = cuda.local.array((N_STATE, 1), np.float64)  # the state in memory, only for the rare fix-ups
+    sum_c = ema = a_c = s1_c = s2_c = pk_c = cd_c = var_c = 0.0
+    gain = loss = atr = 0.0
+    a_r = s1_r = s2_r = pk_r = cd_r = 0.0
+    spv = svol = a_v = s1_v = s2_v = pk_v = cd_v = 0.0
+    n_c = n_hlc = n_r = n_v = n_pv = 0
     for t in range(n_bars):
         c = close[t, s]
         h = high[t, s]
@@ -142,13 +166,53 @@ def _window_kernel(high, low, close, volume, log_close, log_return, true_range, 
         old = t - w if t >= w else 0
         trail = t - w + 1 if t >= w - 1 else 0
         prev_close = close[t - 1, s] if t > 0 else math.nan
-        flags = window_step(
-            st, 0, w, j, nw, t + 1, n_c, n_hlc, n_r, n_v, n_pv,
-            c, close[old, s], close[trail, s], prev_close, true_range[t, s],
-            log_close[t, s], log_close[old, s], r, log_return[trail, s],
-            v, volume[old, s], volume[trail, s], p, pv[old, s], out, t, s)
+        c_old = close[old, s]
+        (sum_c, ema, a_c, s1_c, s2_c, pk_c, cd_c, var_c, sma, ema_out, sd, upper, lower, flags) = close_window_lane(
+            sum_c, ema, a_c, s1_c, s2_c, pk_c, cd_c, n_c, w, c, c_old, close[trail, s])
+        gain, loss, atr, rsi, atr_out = wilder_lane(gain, loss, atr, n_c, n_hlc, w, c, prev_close, true_range[t, s])
+        mom, roc, logret = change_lane(n_c, t + 1, w, c, c_old, log_close[t, s], log_close[old, s])
+        a_r, s1_r, s2_r, pk_r, cd_r, vol, flags_r = return_window_lane(
+            a_r, s1_r, s2_r, pk_r, cd_r, n_r, w, r, log_return[trail, s])
+        spv, svol, a_v, s1_v, s2_v, pk_v, cd_v, vwap, volz, flags_v = volume_window_lane(
+            spv, svol, a_v, s1_v, s2_v, pk_v, cd_v, n_pv, n_v, w, p, pv[old, s], v, volume[old, s], volume[trail, s])
+        out[K_SMA * nw + j, t, s] = sma
+        out[K_EMA * nw + j, t, s] = ema_out
+        out[K_RSI * nw + j, t, s] = rsi
+        out[K_ATR * nw + j, t, s] = atr_out
+        out[K_STDDEV * nw + j, t, s] = sd
+        out[K_BB_UPPER * nw + j, t, s] = upper
+        out[K_BB_MIDDLE * nw + j, t, s] = sma
+        out[K_BB_LOWER * nw + j, t, s] = lower
+        out[K_MOM * nw + j, t, s] = mom
+        out[K_ROC * nw + j, t, s] = roc
+        out[K_LOGRET * nw + j, t, s] = logret
+        out[K_VOL * nw + j, t, s] = vol
+        out[K_VWAP * nw + j, t, s] = vwap
+        out[K_VOLZ * nw + j, t, s] = volz
+        flags = flags | flags_r | flags_v
         if flags != 0:
+            # spill to memory, let the shared fix-up rebuild from the panels, reload
+            st[S_SUM_C, 0] = sum_c
+            st[S_LAST_VAR_C, 0] = var_c
+            st[S_VAR_C, 0], st[S_VAR_C + 1, 0], st[S_VAR_C + 2, 0], st[S_VAR_C + 3, 0], st[S_VAR_C + 4, 0] = (
+                a_c, s1_c, s2_c, pk_c, cd_c)
+            st[S_VAR_R, 0], st[S_VAR_R + 1, 0], st[S_VAR_R + 2, 0], st[S_VAR_R + 3, 0], st[S_VAR_R + 4, 0] = (
+                a_r, s1_r, s2_r, pk_r, cd_r)
+            st[S_VAR_V, 0], st[S_VAR_V + 1, 0], st[S_VAR_V + 2, 0], st[S_VAR_V + 3, 0], st[S_VAR_V + 4, 0] = (
+                a_v, s1_v, s2_v, pk_v, cd_v)
+            st[S_SUM_PV, 0] = spv
+            st[S_SUM_VOL, 0] = svol
             window_fixup(flags, st, 0, w, j, nw, n_v, n_pv, close, log_return, volume, pv, s, t, n_bars, out, t, s)
+            sum_c = st[S_SUM_C, 0]
+            var_c = st[S_LAST_VAR_C, 0]
+            a_c, s1_c, s2_c, pk_c, cd_c = (st[S_VAR_C, 0], st[S_VAR_C + 1, 0], st[S_VAR_C + 2, 0],
+                                           st[S_VAR_C + 3, 0], st[S_VAR_C + 4, 0])
+            a_r, s1_r, s2_r, pk_r, cd_r = (st[S_VAR_R, 0], st[S_VAR_R + 1, 0], st[S_VAR_R + 2, 0],
+                                           st[S_VAR_R + 3, 0], st[S_VAR_R + 4, 0])
+            a_v, s1_v, s2_v, pk_v, cd_v = (st[S_VAR_V, 0], st[S_VAR_V + 1, 0], st[S_VAR_V + 2, 0],
+                                           st[S_VAR_V + 3, 0], st[S_VAR_V + 4, 0])
+            spv = st[S_SUM_PV, 0]
+            svol = st[S_SUM_VOL, 0]
 
 
 @dataclass
