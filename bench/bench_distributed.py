@@ -38,11 +38,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small universe, one repeat")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("distributed").setLevel(logging.WARNING)  # the cluster narrates every start and stop
     n_symbols, n_bars, repeat = (120, 500, 1) if args.quick else (1_000, 2_000, 3)
     overhead_symbols, overhead_bars = (40, 200) if args.quick else (200, 300)
 
     from distributed import LocalCluster
+
+    # Importing distributed sets its own log levels; the cluster narrates every start and stop at INFO.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
 
     work = Path(tempfile.mkdtemp(prefix="tickforge-bench-"))
     try:
