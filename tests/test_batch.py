@@ -138,6 +138,14 @@ def test_directory_input_with_int_timestamps(bars: pa.Table, features: pa.Table,
     assert_same_table(result, features.set_column(1, "timestamp", features["timestamp"].cast(pa.int64())))
 
 
+def test_hive_partitioned_by_symbol(bars: pa.Table, features: pa.Table, tmp_path: Path) -> None:
+    src = tmp_path / "bars"
+    pq.write_to_dataset(bars, src, partition_cols=["symbol"])  # symbol=AAA/....parquet, as a data lake keeps it
+    out = tmp_path / "features.parquet"
+    assert main(["features", "--input", str(src), "--output", str(out), *JOB]) == 0
+    assert_same_table(pq.read_table(out), features)
+
+
 def test_float32_output(bars_file: Path, bars: pa.Table, tmp_path: Path) -> None:
     out = tmp_path / "f32.parquet"
     assert main(["features", "--input", str(bars_file), "--output", str(out), *JOB, "--dtype", "float32"]) == 0
