@@ -146,6 +146,25 @@ def test_hive_partitioned_by_symbol(bars: pa.Table, features: pa.Table, tmp_path
     assert_same_table(pq.read_table(out), features)
 
 
+def test_gpu_backend_matches_the_cpu_job(tmp_path: Path) -> None:
+    """The job's GPU dispatch (the numba CUDA simulator in CI, a real device where there is one)."""
+    from engine.backend import BackendError, resolve_backend
+
+    try:
+        resolve_backend("gpu")
+    except BackendError as exc:
+        pytest.skip(str(exc))
+    src = tmp_path / "bars.parquet"
+    pq.write_table(synthetic_bars(3, 40, seed=2), src)  # the simulator is slow: a tiny universe
+    argv = ["features", "--input", str(src), "--windows", "5", "--no-progress"]
+    assert main([*argv, "--output", str(tmp_path / "gpu.parquet"), "--backend", "gpu"]) == 0
+    assert main([*argv, "--output", str(tmp_path / "cpu.parquet"), "--backend", "cpu"]) == 0
+    gpu, cpu = pq.read_table(tmp_path / "gpu.parquet"), pq.read_table(tmp_path / "cpu.parquet")
+    assert gpu.select(["symbol", "timestamp"]).equals(cpu.select(["symbol", "timestamp"]))
+    for name in cpu.column_names[2:]:
+        assert_matches(gpu[name].to_numpy(zero_copy_only=False), cpu[name].to_numpy(zero_copy_only=False))
+
+
 def test_float32_output(bars_file: Path, bars: pa.Table, tmp_path: Path) -> None:
     out = tmp_path / "f32.parquet"
     assert main(["features", "--input", str(bars_file), "--output", str(out), *JOB, "--dtype", "float32"]) == 0
