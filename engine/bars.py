@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.book import BookManager, _entry_point, _inline, _kernel, _tob_values
+from engine.book import BookManager, _checked, _entry_point, _inline, _kernel, _tob_values
 from engine.errors import InputError
 from engine.events import BAR_DTYPE, FLAG_CORRECTION, TRADE_DTYPE
 
@@ -119,8 +119,8 @@ COUNTER_NAMES = (
 )
 _DROP_COUNTERS = (C_DROP_SYMBOL, C_DROP_PRICE, C_DROP_SIZE)
 
-_NO_WINDOW = np.int64(-(1 << 62))
-_COPY_OUT_LIMIT = 65_536  # bars; above this a batch hands over its output buffers instead of copying  # start of "no window yet": adding any timeframe cannot overflow
+_NO_WINDOW = np.int64(-(1 << 62))  # start of "no window yet": adding any timeframe cannot overflow
+_COPY_OUT_LIMIT = 65_536  # bars; above this a batch hands over its output buffers instead of copying
 
 
 # =================================================================================================
@@ -459,9 +459,10 @@ class BarAggregator:
         names = [timeframe_name(sec) for sec in seconds]
         kinds: list[int] = []
         thresholds: list[np.ndarray] = []
-        for kind, label, specs in ((KIND_TICK, "tick", tick_bars), (KIND_VOLUME, "volume", volume_bars), (KIND_VALUE, "value", value_bars)):
+        activity = ((KIND_TICK, "tick", tick_bars), (KIND_VOLUME, "volume", volume_bars), (KIND_VALUE, "value", value_bars))
+        for kind, label, specs in activity:
             for j, spec in enumerate(specs):
-                thr = np.broadcast_to(np.asarray(spec, dtype=np.float64), (n,)) if np.ndim(spec) == 0 else np.asarray(spec, dtype=np.float64)
+                thr = np.broadcast_to(np.asarray(spec, dtype=np.float64), (n,)).copy() if np.ndim(spec) == 0 else np.asarray(spec, dtype=np.float64)
                 if thr.shape != (n,):
                     raise InputError(f"{label} bar threshold must be a number or one per symbol ({n})")
                 if not np.all(np.isfinite(thr) & (thr > 0)):
@@ -517,12 +518,7 @@ class BarAggregator:
 
     def add_trades(self, trades: np.ndarray) -> BarBatch:
         """Fold a ``TRADE_DTYPE`` batch into every bar; returns the bars that closed, in order."""
-        if not isinstance(trades, np.ndarray) or trades.dtype != TRADE_DTYPE or trades.ndim != 1:
-            raise InputError(f"trades must be a 1-D TRADE_DTYPE array, got {getattr(trades, 'dtype', type(trades).__name__)}")
-        flags = trades.flags
-        writeable = flags.writeable
-        if not flags.c_contiguous:
-            trades, writeable = np.ascontiguousarray(trades), True
+        trades = _checked(trades, TRADE_DTYPE, "trades")
         # size the output from the bars-per-trade seen so far, so a big batch rarely regrows it
         seen = self._counters[C_TRADES]
         expected = int(len(trades) * (self._counters[C_BARS] / seen if seen else 0.05) * 1.25) + self._per_trade_max
@@ -534,12 +530,11 @@ class BarAggregator:
             args = (trades, start, self._tf_ns, self._parent, self._children, self._child_start, self._tint, self._tflt,
                     self._akind, self._athr, self._aint, self._aflt, self._counters, self._out_bars, self._out_tf,
                     self._out_micro, n_out, book, self._depth_n, self._chain)
-            if self._add_trades_fn is not None and writeable:
+            if self._add_trades_fn is not None:
                 start, n_out, d = self._add_trades_fn(*args)
             else:
                 start, n_out, d = _add_trades(*args)
-                if writeable:
-                    self._add_trades_fn = _entry_point(_add_trades, args)
+                self._add_trades_fn = _entry_point(_add_trades, args)
             dropped += d
             if start >= len(trades):
                 break
@@ -580,7 +575,8 @@ class BarAggregator:
         if len(self._out_bars) < need:
             self._alloc_out(need)
         n_out = _flush(
-            np.int64(now_ns), close_activity, self._tf_ns, self._children, self._child_start, self._tint, self._tflt, self._akind, self._aint, self._aflt,
+            np.int64(now_ns), close_activity, self._tf_ns, self._children, self._child_start, self._tint, self._tflt,
+            self._akind, self._aint, self._aflt,
             self._counters, self._out_bars, self._out_tf, self._out_micro, 0, self._current_book(), self._depth_n,
         )
         return self._take(n_out)
@@ -598,7 +594,9 @@ class BarAggregator:
     def _take(self, n_out: int) -> BarBatch:
         self._counters[C_BARS] += n_out
         if n_out <= _COPY_OUT_LIMIT:
-            return BarBatch(self._out_bars[:n_out].copy(), self._out_tf[:n_out].copy(), self._out_micro[:n_out].copy(), self.names)
+            return BarBatch(
+                self._out_bars[:n_out].copy(), self._out_tf[:n_out].copy(), self._out_micro[:n_out].copy(), self.names
+            )
         # a big batch keeps the buffers (no copy of every bar); the next call starts small again
         batch = BarBatch(self._out_bars[:n_out], self._out_tf[:n_out], self._out_micro[:n_out], self.names)
         self._alloc_out(self._initial_capacity)

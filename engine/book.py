@@ -727,7 +727,9 @@ class BookManager:
         if int(overflow_capacity) < 1:
             raise InputError(f"overflow_capacity must be >= 1, got {overflow_capacity}")
         n = int(n_symbols)
-        ticks = np.broadcast_to(np.asarray(tick_sizes, dtype=np.float64), (n,)) if np.ndim(tick_sizes) == 0 else np.asarray(tick_sizes, dtype=np.float64)
+        ticks = np.asarray(tick_sizes, dtype=np.float64)
+        if ticks.ndim == 0:
+            ticks = np.full(n, float(ticks))
         if ticks.shape != (n,):
             raise InputError(f"tick_sizes must be a scalar or have one entry per symbol ({n}), got shape {ticks.shape}")
         if not np.all(np.isfinite(ticks) & (ticks > 0)):
@@ -764,7 +766,7 @@ class BookManager:
         included; an unknown symbol gets an empty row); with ``tob_per="message"`` one row per message end,
         packed from row 0 (``ApplyResult.tob_rows`` says how many), which is what a strategy reads.
         """
-        deltas, writeable = _checked(deltas, BOOK_DELTA_DTYPE, "deltas")
+        deltas = _checked(deltas, BOOK_DELTA_DTYPE, "deltas")
         per_message = tob_per == "message"
         if not per_message and tob_per != "delta":
             raise InputError(f"tob_per must be 'delta' or 'message', got {tob_per!r}")
@@ -772,12 +774,11 @@ class BookManager:
         start = applied = dropped = crossed = messages = rows = 0
         while True:
             args = self._state + (deltas, start, capture, per_message, rows, self.depth_levels)
-            if self._apply_deltas_fn is not None and writeable:
+            if self._apply_deltas_fn is not None:
                 start, a, d, c, m, rows = self._apply_deltas_fn(*args)
             else:
                 start, a, d, c, m, rows = _apply_deltas(*args)
-                if writeable:
-                    self._apply_deltas_fn = _entry_point(_apply_deltas, args)
+                self._apply_deltas_fn = _entry_point(_apply_deltas, args)
             applied += a
             dropped += d
             crossed += c
@@ -791,16 +792,15 @@ class BookManager:
 
     def apply_quotes(self, quotes: np.ndarray, tob_out: np.ndarray | None = None) -> ApplyResult:
         """Apply a ``QUOTE_DTYPE`` batch: each quote replaces its symbol's book with one level per side."""
-        quotes, writeable = _checked(quotes, QUOTE_DTYPE, "quotes")
+        quotes = _checked(quotes, QUOTE_DTYPE, "quotes")
         capture = self._no_capture if tob_out is None else self._checked_capture(tob_out, len(quotes))
         args = self._state + (quotes, capture, self.depth_levels)
         unknown_before = self._counters[C_DROP_SYMBOL]
-        if self._apply_quotes_fn is not None and writeable:
+        if self._apply_quotes_fn is not None:
             applied, dropped, crossed = self._apply_quotes_fn(*args)
         else:
             applied, dropped, crossed = _apply_quotes(*args)
-            if writeable:
-                self._apply_quotes_fn = _entry_point(_apply_quotes, args)
+            self._apply_quotes_fn = _entry_point(_apply_quotes, args)
         if dropped:
             self._log_drops()
         known = len(quotes) - (self._counters[C_DROP_SYMBOL] - unknown_before)
@@ -972,8 +972,8 @@ class BookManager:
     def _checked_capture(self, tob_out: np.ndarray, n: int) -> np.ndarray:
         if not isinstance(tob_out, np.ndarray) or tob_out.dtype != TOB_DTYPE or tob_out.ndim != 1 or len(tob_out) < n:
             raise InputError(f"tob_out must be a 1-D TOB_DTYPE array of at least {n} rows")
-        if not tob_out.flags.c_contiguous:
-            raise InputError("tob_out must be C-contiguous")
+        if not (tob_out.flags.c_contiguous and tob_out.flags.writeable):
+            raise InputError("tob_out must be C-contiguous and writeable")
         return tob_out
 
     def _grow_overflow(self) -> None:
@@ -1005,7 +1005,7 @@ class BookManager:
 def _entry_point(dispatcher, args: tuple):
     """The compiled kernel for exactly these argument types, callable without numba's per-call type
     dispatch (which costs microseconds with record arrays). Only ever called with arguments of the same
-    types, which the callers guarantee (dtype, C order and writeability checked before each call).
+    types, which the callers guarantee (dtype, C order and writeability made sure of before each call).
     Falls back to the dispatcher if numba does not expose the entry point."""
     from numba import typeof  # noqa: PLC0415 - needed once per kernel
 
@@ -1014,15 +1014,16 @@ def _entry_point(dispatcher, args: tuple):
     return entry if callable(entry) else dispatcher
 
 
-def _checked(events: np.ndarray, dtype: np.dtype, what: str) -> tuple[np.ndarray, bool]:
-    """(C-contiguous events, writeable?) or InputError."""
+def _checked(events: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
+    """The events as a C-contiguous writeable array (the one layout the kernels are compiled for; a
+    read-only or strided batch is copied once rather than compiled for again), or InputError."""
     if not isinstance(events, np.ndarray) or events.dtype != dtype or events.ndim != 1:
         got = getattr(events, "dtype", type(events).__name__)
         raise InputError(f"{what} must be a 1-D array of engine.events dtype, got {got}")
     flags = events.flags
-    if flags.c_contiguous:
-        return events, flags.writeable
-    return np.ascontiguousarray(events), True
+    if flags.c_contiguous and flags.writeable:
+        return events
+    return np.array(events, order="C")
 
 
 __all__ = [

@@ -267,7 +267,7 @@ def test_bad_configuration_is_a_clear_error() -> None:
     with pytest.raises(InputError, match="book holds"):
         BarAggregator(3, book=BookManager(2, 0.01))
     agg = BarAggregator(1)
-    with pytest.raises(InputError, match="TRADE_DTYPE"):
+    with pytest.raises(InputError, match="trades must be"):
         agg.add_trades(np.zeros(2, dtype=BAR_DTYPE))
     with pytest.raises(InputError, match="unknown timeframe"):
         agg.close_all().select("2m")

@@ -510,6 +510,6 @@ def test_constructor_and_batch_validation_are_clear_errors() -> None:
     # a strided view is accepted (copied to contiguous)
     d = deltas([(0, SIDE_BID, 1.0, 1, 1, 0), (0, SIDE_BID, 9.0, 1, 1, 0), (0, SIDE_ASK, 2.0, 1, 1, 0)])
     assert book.apply_deltas(d[::2]).applied == 2 and book.best_ask_price(0) == 2.0
-    # a read-only batch (e.g. decoded straight from a buffer) is applied through numba's own dispatch
+    # a read-only batch (e.g. decoded straight from a buffer) is copied, not compiled for again
     frozen = np.frombuffer(deltas([(0, SIDE_ASK, 1.5, 4, 2, 0)]).tobytes(), dtype=BOOK_DELTA_DTYPE)
     assert book.apply_deltas(frozen).applied == 1 and book.best_ask_price(0) == 1.5
