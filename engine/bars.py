@@ -35,7 +35,8 @@ Semantics:
 - ``recv_ns`` of a bar is the ``recv_ns`` of its last trade. ``flags`` is 0.
 - Microstructure (``MICRO_DTYPE``: mid, spread, spread_bps, microprice, bid/ask depth over the book's
   ``depth_levels``, imbalance) is **sampled from the attached ``BookManager`` at the moment the bar is
-  emitted**, not time-weighted; NaN when no book is attached or the book is empty.
+  emitted**, not time-weighted: the book as it stands when ``add_trades``/``flush`` runs (the live loop
+  applies a frame's book deltas first). All NaN with no book; an empty book gives NaN prices, depth 0.
 - NaN/infinite/zero/negative prices, NaN/infinite/negative sizes and unknown symbol ids are counted drops;
   trades flagged ``FLAG_CORRECTION`` are skipped (counted) since they are not prints.
 """
