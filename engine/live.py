@@ -49,12 +49,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from engine.backend import Backend, resolve_backend
 from engine.config import LiveConfig, SimConfig, TickforgeConfig
 from engine.dashboard import Dashboard, RunView, print_summary
 from engine.errors import InputError, TickforgeError
 from engine.events import (
+    BAR_DTYPE,
     ORDER_LIMIT,
     ORDER_MARKET,
     ORDER_STOP,
@@ -412,6 +414,12 @@ class LiveEngine:
             actions += self._decide(self._call_strategy("on_bar", _with_cross_section(bar_close, cs)), self.ctx.now_ns)
         return actions
 
+    def forget(self, actions: list[tuple[str, int]]) -> None:
+        """Drop decided orders that will not be dispatched (offline use): risk gets their quantity back."""
+        for kind, seq in actions:
+            if kind == "send":
+                self._finalize(seq)
+
     def _build_pipeline(self) -> None:
         from engine.bars import BarAggregator  # noqa: PLC0415
         from engine.book import TOB_DTYPE, BookManager  # noqa: PLC0415
@@ -426,6 +434,13 @@ class LiveEngine:
         self.book = BookManager(n, 0.0001)
         self._tob_dtype = TOB_DTYPE
         self._tob_buf = np.zeros(1024, dtype=TOB_DTYPE)
+        self._seen_epoch = np.zeros(n, dtype=np.int64)   # frame number that last touched each book
+        self._book_epoch = 0
+        self._changed = np.zeros(n, dtype=np.int64)
+        self._mark_ids = np.zeros(n, dtype=np.int64)
+        self._mids = np.zeros(n, dtype=np.float64)
+        self._bar_ns = self.live_cfg.bar_seconds * 1_000_000_000
+        self._next_bar_end = 0  # no bar can close before this event time: skip the flush call
         self.bars = BarAggregator(n, [self.live_cfg.bar_seconds])
         windows = tuple(getattr(self.strategy, "feature_windows", ()) or DEFAULT_WINDOWS)
         windows = tuple(w for w in windows if w >= 2) or DEFAULT_WINDOWS
@@ -452,6 +467,10 @@ class LiveEngine:
         from engine.events import QUOTE_DTYPE, TRADE_DTYPE  # noqa: PLC0415
 
         self.book.apply_quotes(np.zeros(0, dtype=QUOTE_DTYPE), self._tob_buf[:0])
+        ctx = self.ctx
+        _copy_tops(self._tob_buf[:0], ctx.best_bid_price, ctx.best_ask_price, ctx.best_bid_size, ctx.best_ask_size,
+                   self._seen_epoch, 0, self._changed, 0)
+        _marks_of(self._changed[:0], ctx.best_bid_price, ctx.best_ask_price, self._mark_ids, self._mids)
         self.bars.add_trades(np.zeros(0, dtype=TRADE_DTYPE))
         self.bars.flush(0)
         from engine.features import StreamingFeatures  # noqa: PLC0415
@@ -543,8 +562,10 @@ class LiveEngine:
     def _apply_book(self, batch: Any) -> np.ndarray:
         quotes, deltas = batch.quotes, batch.book_deltas
         if not len(quotes) and not len(deltas):
-            return np.zeros(0, dtype=np.int32)
-        parts = []
+            return _NO_SYMBOLS
+        ctx = self.ctx
+        self._book_epoch += 1
+        n_changed = 0
         for events, apply in ((quotes, self.book.apply_quotes), (deltas, self.book.apply_deltas)):
             n = len(events)
             if not n:
@@ -555,29 +576,28 @@ class LiveEngine:
             result = apply(events, tob)
             if result.dropped:
                 LiveStats.bump(self.stats.drops, "book_rejected", int(result.dropped))
-            ids = events["symbol_id"]
-            # rows are in event order, so for a symbol quoted twice the later row wins the assignment
-            ctx = self.ctx
-            ctx.best_bid_price[ids] = tob["best_bid_price"]
-            ctx.best_ask_price[ids] = tob["best_ask_price"]
-            ctx.best_bid_size[ids] = tob["best_bid_size"]
-            ctx.best_ask_size[ids] = tob["best_ask_size"]
-            parts.append(ids)
-        changed = np.unique(np.concatenate(parts)) if len(parts) > 1 else np.unique(parts[0])
-        mids = 0.5 * (self.ctx.best_bid_price[changed] + self.ctx.best_ask_price[changed])
-        ok = np.isfinite(mids) & (mids > 0)
-        if ok.any():
-            self.risk.update_marks(changed[ok].astype(np.int64), mids[ok])
+            n_changed = _copy_tops(
+                tob, ctx.best_bid_price, ctx.best_ask_price, ctx.best_bid_size, ctx.best_ask_size,
+                self._seen_epoch, self._book_epoch, self._changed, n_changed,
+            )
+        changed = np.sort(self._changed[:n_changed])
+        marked = _marks_of(changed, ctx.best_bid_price, ctx.best_ask_price, self._mark_ids, self._mids)
+        if marked:
+            self.risk.update_marks(self._mark_ids[:marked], self._mids[:marked])
         return changed
 
     def _apply_trades(self, trades: np.ndarray, event_ns: int) -> tuple[list[BarClose], list[Any]]:
         """Fold trades into bars; at each closed boundary update features and the cross-section."""
-        closed = self.bars.add_trades(trades).bars if len(trades) else None
-        flushed = self.bars.flush(event_ns).bars
-        if closed is not None and len(closed):
-            bars = np.concatenate([closed, flushed]) if len(flushed) else closed
+        closed = self.bars.add_trades(trades).bars if len(trades) else _NO_BARS
+        flushed = _NO_BARS
+        if event_ns >= self._next_bar_end:
+            # bars end on multiples of bar_ns: until the feed's clock passes the next one, flush has nothing
+            flushed = self.bars.flush(event_ns).bars
+            self._next_bar_end = (event_ns // self._bar_ns + 1) * self._bar_ns
+        if len(closed) and len(flushed):
+            bars = np.concatenate([closed, flushed])
         else:
-            bars = flushed
+            bars = closed if len(closed) else flushed
         if not len(bars):
             return [], []
         closes: list[BarClose] = []
@@ -1020,6 +1040,42 @@ class LiveEngine:
         elapsed = time.monotonic() - self._started if self._started else 0.0
         title = f"tickforge run: {self.mode}, strategy {self.strategy_name}"
         return RunView(title, elapsed, self.stats, self.symbol_rows(), self.latency.summary())
+
+
+_NO_SYMBOLS = np.zeros(0, dtype=np.int64)
+_NO_BARS = np.zeros(0, dtype=BAR_DTYPE)
+
+
+@njit(cache=True)
+def _copy_tops(tob, bid_px, ask_px, bid_sz, ask_sz, seen_epoch, epoch, changed, n_changed):  # pragma: no cover - njit
+    """Copy each event's top of book into the strategy's arrays (later rows win) and collect the
+    symbols touched this frame once each; returns the new count in ``changed``."""
+    for i in range(tob.shape[0]):
+        s = tob[i].symbol_id
+        if s < 0 or s >= bid_px.shape[0]:
+            continue
+        bid_px[s] = tob[i].best_bid_price
+        ask_px[s] = tob[i].best_ask_price
+        bid_sz[s] = tob[i].best_bid_size
+        ask_sz[s] = tob[i].best_ask_size
+        if seen_epoch[s] != epoch:
+            seen_epoch[s] = epoch
+            changed[n_changed] = s
+            n_changed += 1
+    return n_changed
+
+
+@njit(cache=True)
+def _marks_of(symbol_ids, bid_px, ask_px, out_ids, out_mids):  # pragma: no cover - njit
+    """Mid prices of the symbols with a two-sided book (the P&L marks); returns how many."""
+    n = 0
+    for s in symbol_ids:
+        bid, ask = bid_px[s], ask_px[s]
+        if bid > 0.0 and ask > 0.0:  # NaN compares false: an empty side is skipped
+            out_ids[n] = s
+            out_mids[n] = 0.5 * (bid + ask)
+            n += 1
+    return n
 
 
 def _with_cross_section(bar_close: BarClose, cs: CrossSection) -> BarClose:

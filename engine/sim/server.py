@@ -84,7 +84,10 @@ class SimStack:
         symbols: Sequence[str] | None = None,
         lockstep_frame_messages: int | None = None,
         max_frame_messages: int = 1000,
+        source: Any = None,
     ) -> None:
+        """``source``: serve this feed (e.g. a ``MessageLoop`` for benchmarks) instead of the market's
+        own messages; the broker still fills against the market."""
         self.config = config or SimConfig()
         names = list(symbols) if symbols else default_symbols(self.config.n_symbols)
         self.market = SyntheticMarket(names, seed=self.config.seed)
@@ -97,7 +100,7 @@ class SimStack:
             )
             self.exchange.messages_per_s = math.inf  # the grant, not a rate, paces the feed
         else:
-            self.exchange = MarketDataServer(self.market, self.config, max_frame_messages=max_frame_messages)
+            self.exchange = MarketDataServer(source or self.market, self.config, max_frame_messages=max_frame_messages)
         self.broker = PaperBroker(self.market, self.config)
         self.feed_base_url = ""
         self.trading_url = ""

@@ -1,0 +1,355 @@
+"""Live engine latency: tick to order decision inside the engine, and tick to broker ack over loopback.
+
+Two parts, both at the two synthetic session rates (10 k and 100 k market data messages/s):
+
+1. In process, same frames for both (no sockets): the engine's batch pipeline (decoder -> book ->
+   bars -> features -> strategy -> risk, one compiled call per stage per frame) against the peer,
+   the way an alpaca-py user writes it: ``msgpack.unpackb`` per frame, one SDK model per message
+   (``alpaca.data.models.Quote`` / ``Trade``), a dict top of book, Python bars with TA-Lib at bar
+   close, the same strategy object called per message, a Python limit check. Frames hold as many
+   messages as the exchange batches at each rate (its producer ticks every 5 ms).
+2. Over loopback: ``LiveEngine`` in real time against the embedded exchange and paper broker served
+   from a child process (a pre-encoded message loop, so the exchange's generation cost does not cap
+   the rate); per-order tick-to-decision and tick-to-ack from the engine's own latency histograms.
+
+Part 1 uses the mid-price market maker re-quoting on every book change (the strategy that decides
+most often); part 2 sends one market order at a time, every 20 ms, so each order's path is timed alone. Targets (not asserted): decision p99 <= 50 us, ack p99 <= 2 ms
+at 100 k messages/s. Run ``python bench/bench_live.py`` (``--quick`` for a seconds-long run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import best_of, machine, percentiles_ns, write_result  # noqa: E402
+
+RATES = (10_000, 100_000)
+EXCHANGE_TICK_S = 0.005
+N_SYMBOLS = 20
+MM_PARAMS = {"half_spread_bps": 5.0, "qty": 1.0, "max_inventory": 1_000_000.0, "requote_bps": 0.0, "min_requote_ms": 0.0, "max_symbols": N_SYMBOLS}
+RISK_LIMITS = {"max_position_qty": 1e9, "max_symbol_notional": 1e12, "max_gross_notional": 1e13,
+               "max_orders_per_window": 100_000, "price_band_bps": 10_000.0, "max_order_qty": 1_000.0}
+#: the bar-close step over a large universe: symbols x feature columns, beta window in bars
+CROSS_SECTION_SHAPE = (5_000, 56, 60)
+
+
+def bench_cross_section(quick: bool) -> dict[str, object]:
+    """One bar-close step (z-scores, ranks, rolling beta/correlation) over a large universe, CPU vs GPU."""
+    import importlib
+
+    n_symbols, n_features, window = CROSS_SECTION_SHAPE
+    if quick:
+        n_symbols //= 5
+    rng = np.random.default_rng(1)
+    panel = rng.normal(size=(n_symbols, n_features))
+    panel[rng.random(panel.shape) < 0.02] = np.nan
+    returns = rng.normal(0, 0.01, size=(window, n_symbols))
+
+    def step(k):  # noqa: ANN001 - a kernel module
+        return k.cross_sectional_zscore(panel), k.cross_sectional_rank(panel), k.rolling_beta_corr(returns, 0, window)
+
+    cpu = importlib.import_module("cpu_fallback.cross_section")
+    out: dict[str, object] = {"symbols": n_symbols, "features": n_features, "beta_window": window}
+    cpu_s = best_of(lambda: step(cpu), repeat=5)
+    out["cpu_ms"] = cpu_s * 1e3
+    print(f"\ncross-section step, {n_symbols:,} symbols x {n_features} features, beta over {window} bars:")
+    print(f"  cpu (numba {'parallel' if panel.size >= cpu.PARALLEL_MIN_WORK else 'serial'}) {cpu_s * 1e3:,.2f} ms")
+    from engine.backend import cuda_simulator_enabled, probe_gpu
+
+    ok, why = (False, "CUDA simulator") if cuda_simulator_enabled() else probe_gpu()
+    if not ok:
+        print(f"  gpu: not measured ({why})")
+        out["gpu"] = f"not measured: {why}"
+        return out
+    gpu = importlib.import_module("gpu_kernels.cross_section")
+    gpu_s = best_of(lambda: step(gpu), repeat=5)
+    z_c, r_c, (b_c, c_c) = step(cpu)
+    z_g, r_g, (b_g, c_g) = step(gpu)
+    agree = (np.allclose(z_g, z_c, rtol=1e-10, atol=1e-12, equal_nan=True) and np.array_equal(r_g, r_c, equal_nan=True)
+             and np.allclose(b_g, b_c, rtol=1e-10, atol=1e-14, equal_nan=True) and np.allclose(c_g, c_c, rtol=1e-10, atol=1e-14, equal_nan=True))
+    out.update({"gpu_ms": gpu_s * 1e3, "gpu": why, "cpu_over_gpu": cpu_s / gpu_s, "gpu_equals_cpu": bool(agree)})
+    print(f"  gpu ({why}) {gpu_s * 1e3:,.2f} ms (host arrays in and out); cpu/gpu {cpu_s / gpu_s:.1f}x; results agree: {agree}")
+    return out
+
+
+def synthetic_frames(n_messages: int, frame_messages: int, seed: int = 7) -> tuple[list[str], list[bytes]]:
+    """A seeded session cut into msgpack frames exactly as the embedded exchange encodes them."""
+    from engine.config import SimConfig
+    from engine.sim.exchange import MarketDataServer
+    from engine.sim.market import SyntheticMarket
+
+    market = SyntheticMarket(N_SYMBOLS, seed=seed)
+    msgs = market.step(n_messages)
+    encoder = MarketDataServer(market, SimConfig())
+    frames = [encoder.encode(msgs[i : i + frame_messages], True) for i in range(0, len(msgs), frame_messages)]
+    return market.symbols(), frames
+
+
+# --- part 1: in process ------------------------------------------------------------------------------
+
+def run_engine(symbols: list[str], frames: list[bytes]) -> tuple[np.ndarray, int, dict]:
+    from engine.config import TickforgeConfig
+    from engine.live import LiveEngine
+    from engine.marketdata.decoder import Decoder
+    from engine.strategies import MidPriceMarketMaker
+
+    cfg = TickforgeConfig.load(live={"backend": "cpu", "bar_seconds": 1}, risk=RISK_LIMITS)
+    engine = LiveEngine(cfg, strategy=MidPriceMarketMaker(**MM_PARAMS))
+    engine.build(symbols)
+    engine.strategy_ctx_start()
+    decoder = Decoder(engine.symbol_map)
+    for frame in frames[: min(20, len(frames))]:  # warm caches and branch predictors, then measure
+        engine.forget(engine.process_frame(decoder.decode(frame, time.time_ns())))
+    engine.latency.reset()
+    samples = np.empty(len(frames), dtype=np.int64)
+    decisions = 0
+    clock = time.perf_counter_ns
+    for i, frame in enumerate(frames):
+        t0 = clock()
+        actions = engine.process_frame(decoder.decode(frame, time.time_ns()))
+        samples[i] = clock() - t0
+        decisions += len(actions)
+        engine.forget(actions)
+    return samples, decisions, engine.latency.summary()
+
+
+class PeerPipeline:
+    """Per-message Python processing with alpaca-py's SDK models (see the module docstring)."""
+
+    def __init__(self, symbols: list[str], bar_seconds: int = 1) -> None:
+        from engine.strategies import MidPriceMarketMaker, StrategyContext
+
+        self.ctx = StrategyContext(symbols)
+        self.strategy = MidPriceMarketMaker(**MM_PARAMS)
+        self.strategy.on_start(self.ctx)
+        self.ids = {s: i for i, s in enumerate(symbols)}
+        self.bar_ns = bar_seconds * 1_000_000_000
+        self.bars: dict[str, list[float]] = {}
+        self.closes: dict[str, list[float]] = {s: [] for s in symbols}
+        self.pending = np.zeros(len(symbols))
+
+    def on_frame(self, frame: bytes) -> int:
+        import msgpack
+        import talib
+        from alpaca.data.models import Quote, Trade
+
+        from engine.events import SIDE_BUY
+
+        decisions = 0
+        ctx = self.ctx
+        for m in msgpack.unpackb(frame, timestamp=3):
+            kind = m.get("T")
+            intents = ()
+            if kind == "q":
+                q = Quote(m["S"], m)
+                sid = self.ids[q.symbol]
+                ctx.best_bid_price[sid], ctx.best_ask_price[sid] = q.bid_price, q.ask_price
+                ctx.best_bid_size[sid], ctx.best_ask_size[sid] = q.bid_size, q.ask_size
+                ctx.now_ns = int(q.timestamp.timestamp() * 1e9)
+                intents = self.strategy.on_book(ctx, [sid])
+            elif kind == "t":
+                t = Trade(m["S"], m)
+                ts = int(t.timestamp.timestamp() * 1e9)
+                start = ts - ts % self.bar_ns
+                bar = self.bars.get(t.symbol)
+                if bar is None or bar[0] != start:
+                    if bar is not None:
+                        closes = self.closes[t.symbol]
+                        closes.append(bar[4])
+                        c = np.asarray(closes[-100:], dtype=np.float64)
+                        talib.SMA(c, 5), talib.SMA(c, 20), talib.RSI(c, 14)
+                    self.bars[t.symbol] = [start, t.price, t.price, t.price, t.price, t.size]
+                else:
+                    bar[2] = max(bar[2], t.price)
+                    bar[3] = min(bar[3], t.price)
+                    bar[4] = t.price
+                    bar[5] += t.size
+            for intent in intents:
+                if not hasattr(intent, "qty"):
+                    continue  # a cancel: always allowed
+                sid = intent.symbol_id
+                signed = intent.qty if intent.side == SIDE_BUY else -intent.qty
+                if intent.qty <= RISK_LIMITS["max_order_qty"] and abs(ctx.position[sid] + self.pending[sid] + signed) <= RISK_LIMITS["max_position_qty"]:
+                    decisions += 1
+        return decisions
+
+
+def run_peer(symbols: list[str], frames: list[bytes]) -> tuple[np.ndarray, int]:
+    peer = PeerPipeline(symbols)
+    for frame in frames[: min(20, len(frames))]:
+        peer.on_frame(frame)
+    peer = PeerPipeline(symbols)
+    samples = np.empty(len(frames), dtype=np.int64)
+    decisions = 0
+    clock = time.perf_counter_ns
+    for i, frame in enumerate(frames):
+        t0 = clock()
+        decisions += peer.on_frame(frame)
+        samples[i] = clock() - t0
+    return samples, decisions
+
+
+# --- part 2: loopback against the embedded exchange and broker in a child process --------------------
+
+def _serve_sim(rate: float, ready: multiprocessing.Queue, stop: multiprocessing.Event) -> None:  # type: ignore[type-arg]
+    from engine.config import SimConfig
+    from engine.sim.market import MessageLoop, SyntheticMarket
+    from engine.sim.server import SimStack
+
+    async def main() -> None:
+        cfg = SimConfig(n_symbols=N_SYMBOLS, messages_per_s=rate, rate_limit_per_min=10_000_000)
+        market = SyntheticMarket(N_SYMBOLS, seed=cfg.seed)
+        messages = market.step(50_000)
+        try:
+            source = MessageLoop(messages, market, wire="msgpack")
+        except TypeError:
+            source = MessageLoop(messages, market)
+        stack = SimStack(cfg, source=source, max_frame_messages=5_000)
+        await stack.start()
+        ready.put((stack.exchange.url, stack.trading_url, stack.symbols))
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+        await stack.stop()
+
+    asyncio.run(main())
+
+
+class Pulse:
+    """Loopback strategy: one 1-share market order (alternating sides) on the first symbol whose book
+    changed, at most every ``interval_s`` of wall time and only with nothing in flight, so each order
+    is timed on its own rather than queued behind others."""
+
+    name = "pulse"
+    feature_windows = (5, 20)
+
+    def __init__(self, interval_s: float = 0.02) -> None:
+        self.interval_s = interval_s
+        self.last = 0.0
+        self.side = 1
+
+    def on_book(self, ctx, symbol_ids):  # noqa: ANN001 - the strategy interface
+        from engine.strategies import OrderIntent
+
+        now = time.monotonic()
+        if ctx.open_orders or now - self.last < self.interval_s:
+            return []
+        self.last = now
+        self.side = -self.side
+        return [OrderIntent.market(int(symbol_ids[0]), self.side, 1.0, "pulse")]
+
+    def on_bar(self, ctx, bars):  # noqa: ANN001
+        return []
+
+    def on_fill(self, ctx, fill):  # noqa: ANN001
+        return []
+
+
+async def _loopback_run(rate: float, seconds: float) -> dict:
+    from engine.config import SimConfig, TickforgeConfig
+    from engine.live import LiveEngine
+
+    ctx = multiprocessing.get_context("spawn")
+    ready: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
+    stop = ctx.Event()
+    child = ctx.Process(target=_serve_sim, args=(rate, ready, stop), daemon=True)
+    child.start()
+    try:
+        data_url, trading_url, symbols = ready.get(timeout=120)
+        sim = SimConfig()
+        cfg = TickforgeConfig.load(
+            alpaca={"key_id": sim.key_id.get_secret_value(), "secret_key": sim.secret_key.get_secret_value(),
+                    "trading_url": trading_url, "data_url": data_url, "feed": "iex"},
+            feed={"symbols": symbols, "msgpack": True},
+            live={"backend": "cpu", "duration_s": seconds, "strategy_params": {}},
+            risk=RISK_LIMITS,
+            execution={"rate_limit_per_min": 10_000_000},
+        )
+        engine = LiveEngine(cfg, strategy=Pulse(), symbols=symbols)
+        summary = await engine.run()
+    finally:
+        stop.set()
+        child.join(timeout=10)
+        if child.is_alive():
+            child.terminate()
+    lat = summary.latency
+    return {
+        "rate_target": rate,
+        "messages": summary.messages,
+        "messages_per_s": summary.messages / max(summary.elapsed_s, 1e-9),
+        "frames": summary.stats.frames,
+        "orders": sum(summary.stats.orders.values()),
+        "acked": summary.stats.orders_acked,
+        "tick_to_decision": lat.get("tick_to_decision", {}),
+        "tick_to_ack": lat.get("tick_to_ack", {}),
+        "stages": {k: v for k, v in lat.items() if not k.startswith("tick_")},
+    }
+
+
+def _us(x: float) -> str:
+    return f"{x / 1e3:,.1f} us"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="seconds-long run")
+    parser.add_argument("--cross-section-only", action="store_true", help="only the bar-close step, CPU vs GPU (runs without the network stack)")
+    args = parser.parse_args()
+    if args.cross_section_only:
+        print(f"machine: {machine()}")
+        write_result("bench_live_cross_section" + ("-quick" if args.quick else ""), {"cross_section": bench_cross_section(args.quick)})
+        return
+    n_messages = 20_000 if args.quick else 100_000
+    loop_seconds = 2.0 if args.quick else 8.0
+    print(f"machine: {machine()}")
+    result: dict[str, object] = {"quick": args.quick, "n_symbols": N_SYMBOLS, "in_process": {}, "loopback": {}}
+    for rate in RATES:
+        frame_messages = max(1, int(rate * EXCHANGE_TICK_S))
+        symbols, frames = synthetic_frames(n_messages, frame_messages)
+        ours, ours_decisions, stages = run_engine(symbols, frames)
+        peer, peer_decisions = run_peer(symbols, frames)
+        o, p = percentiles_ns(ours), percentiles_ns(peer)
+        ratio50, ratio99 = p["p50_ns"] / o["p50_ns"], p["p99_ns"] / o["p99_ns"]
+        per_msg_ours = ours.sum() / n_messages
+        per_msg_peer = peer.sum() / n_messages
+        print(f"\n{rate:,} msg/s ({frame_messages} messages per frame, {len(frames)} frames), frame in -> all decisions made:")
+        print(f"  tickforge  p50 {_us(o['p50_ns'])}  p99 {_us(o['p99_ns'])}  max {_us(o['max_ns'])}  ({per_msg_ours:,.0f} ns/msg, {ours_decisions:,} decisions)")
+        print(f"  alpaca-py  p50 {_us(p['p50_ns'])}  p99 {_us(p['p99_ns'])}  max {_us(p['max_ns'])}  ({per_msg_peer:,.0f} ns/msg, {peer_decisions:,} decisions)")
+        print(f"  ratio (peer / tickforge): p50 {ratio50:.1f}x, p99 {ratio99:.1f}x")
+        result["in_process"][str(rate)] = {  # type: ignore[index]
+            "frame_messages": frame_messages, "frames": len(frames),
+            "tickforge": {**o, "ns_per_message": per_msg_ours, "decisions": ours_decisions, "stages": stages},
+            "peer_alpaca_py": {**p, "ns_per_message": per_msg_peer, "decisions": peer_decisions},
+            "ratio_p50": ratio50, "ratio_p99": ratio99,
+        }
+    for rate in RATES:
+        run = asyncio.run(_loopback_run(float(rate), loop_seconds))
+        d, a = run["tick_to_decision"], run["tick_to_ack"]
+        print(f"\nloopback at {rate:,} msg/s target: {run['messages_per_s']:,.0f} msg/s received, {run['frames']:,} frames, "
+              f"{run['orders']} orders ({run['acked']} acked)")
+        if d:
+            print(f"  tick -> decision  p50 {_us(d['p50_ns'])}  p99 {_us(d['p99_ns'])}  max {_us(d['max_ns'])}   (target p99 <= 50 us)")
+        if a:
+            print(f"  tick -> ack       p50 {_us(a['p50_ns'])}  p99 {_us(a['p99_ns'])}  max {_us(a['max_ns'])}   (target p99 <= 2,000 us)")
+        result["loopback"][str(rate)] = run  # type: ignore[index]
+    result["targets"] = {"tick_to_decision_p99_ns": 50_000, "tick_to_ack_p99_ns_at_100k": 2_000_000}
+    lb = result["loopback"].get(str(RATES[-1]), {})  # type: ignore[union-attr]
+    result["meets_targets"] = {
+        "tick_to_decision_p99": bool(lb and lb["tick_to_decision"] and lb["tick_to_decision"]["p99_ns"] <= 50_000),
+        "tick_to_ack_p99": bool(lb and lb["tick_to_ack"] and lb["tick_to_ack"]["p99_ns"] <= 2_000_000),
+    }
+    write_result("bench_live" + ("-quick" if args.quick else ""), result)
+
+
+if __name__ == "__main__":
+    main()
