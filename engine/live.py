@@ -295,7 +295,7 @@ class LiveEngine:
 
     def halt(self, reason: str = "kill switch") -> None:
         """Kill switch: deny every new order and cancel the open ones. Market data keeps flowing."""
-        if self.stats.trading_state == "HALTED":
+        if self.stats.trading_state == "HALTED" or not hasattr(self, "risk"):
             return
         self.risk.halt(reason)
         self.stats.trading_state = "HALTED"
@@ -313,16 +313,20 @@ class LiveEngine:
 
     # --- run ------------------------------------------------------------------------------------
     async def run(self) -> RunSummary:
-        """Start everything, trade until a stop condition, shut down gracefully, return the summary."""
+        """Start everything, trade until a stop condition, shut down gracefully, return the summary.
+
+        A failure to start (feed refused the credentials, venue unreachable) is raised after
+        everything that did start was stopped again."""
         self._stop_event = asyncio.Event()
         try:
             await self.start()
             await self._wait_for_stop()
-        except (TickforgeError, OSError) as exc:
-            self.error = str(exc)
-            raise
-        finally:
+        except BaseException as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
             await self.shutdown()
+            await self._close_connections()
+            raise
+        await self.shutdown()
         return await self.summary()
 
     async def start(self) -> None:
@@ -981,8 +985,6 @@ class LiveEngine:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.metrics is not None:
-            self.metrics.stop()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
 
@@ -1007,6 +1009,9 @@ class LiveEngine:
         )
 
     async def _close_connections(self) -> None:
+        if self.metrics is not None:
+            self.metrics.stop()
+            self.metrics = None
         if self.trade_updates is not None:
             with contextlib.suppress(Exception):
                 await self.trade_updates.stop()

@@ -18,6 +18,7 @@ import pytest
 
 from engine.cli import main
 from engine.config import TickforgeConfig
+from engine.errors import InputError
 from engine.events import SIDE_BUY, SIDE_SELL
 from engine.live import LiveEngine, RunSummary
 from engine.strategies import OrderIntent, Strategy
@@ -186,6 +187,20 @@ async def test_kill_switch_from_the_control_endpoint_and_the_halt_file(tmp_path)
     await eventually(lambda: engine.stats.trading_state == "HALTED" and not engine._open, timeout=15)
     engine.request_stop("test over")
     await asyncio.wait_for(task, 30)
+
+
+class BrokenStart(Strategy):
+    def on_start(self, ctx):
+        raise KeyError("no such symbol")
+
+
+async def test_a_failed_start_is_an_input_error_and_stops_the_simulator():
+    engine = LiveEngine(_config(), strategy=BrokenStart(), symbols=SYMBOLS)
+    with pytest.raises(InputError, match="failed to start"):
+        await engine.run()
+    with pytest.raises(httpx.ConnectError):  # nothing left listening
+        async with httpx.AsyncClient() as http:
+            await http.get(engine.sim.trading_url + "/v2/account")
 
 
 def test_cli_run_lockstep_writes_summary_and_refuses_live_without_config(tmp_path, capsys):
