@@ -101,6 +101,8 @@ _TIF_NAMES = {TIF_DAY: "day", TIF_GTC: "gtc", TIF_IOC: "ioc", TIF_FOK: "fok", TI
 _FINAL_EVENTS = frozenset({"canceled", "expired", "rejected", "done_for_day", "replaced"})
 _ACK_EVENTS = frozenset({"new", "accepted", "pending_new", "fill", "partial_fill"})
 QTY_EPS = 1e-9
+#: lock-step: a granted frame missing this long (no reconnect seen) is taken as lost
+LOCKSTEP_STALL_S = 30.0
 #: universes with more feature cells than this compute the cross-section on a worker thread
 OFFLOAD_CELLS = 200_000
 #: price increments for order prices: cents at or above $1, hundredths of a cent below
@@ -273,6 +275,7 @@ class LiveEngine:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._last_grant = 0.0
         self._frames_since_grant = 0
+        self._connects_at_grant = 0
         self._signals: list[int] = []
         self.sim: Any = None
         self.feed: Any = None
@@ -481,12 +484,35 @@ class LiveEngine:
 
         scratch = StreamingFeatures(self.features.windows, self.features.macd, 1)
         scratch.update(0, 1.0, 1.0, 1.0, 1.0, 1.0)
+        self._warm_decoder()
         n = min(3, len(self.universe))
         k = self.cross_section.kernels
         k.cross_sectional_zscore(np.ones((n, 2)))
         k.cross_sectional_rank(np.ones((n, 2)))
         k.rolling_beta_corr(np.ones((3, n)), 0, 2)
         self.latency.record_frame()
+
+    def _warm_decoder(self) -> None:
+        """Decode one msgpack and one JSON frame on a scratch decoder: the feed's first real frame
+        must not stall the loop compiling (in lock-step that would look like a lost frame)."""
+        import msgspec  # noqa: PLC0415
+
+        from engine.marketdata.decoder import Decoder  # noqa: PLC0415
+        from engine.marketdata.symbols import SymbolMap  # noqa: PLC0415
+        from engine.marketdata.timestamps import format_rfc3339, msgpack_timestamp_payload  # noqa: PLC0415
+
+        t = 1_704_205_800_000_000_000
+        msgs = [
+            {"T": "q", "S": "W", "bx": "V", "bp": 1.0, "bs": 1.0, "ax": "V", "ap": 1.01, "as": 1.0, "t": t, "c": ["R"], "z": "A"},
+            {"T": "t", "S": "W", "i": 1, "x": "V", "p": 1.0, "s": 1.0, "t": t, "c": ["@"], "z": "A"},
+            {"T": "b", "S": "W", "o": 1.0, "h": 1.0, "l": 1.0, "c": 1.0, "v": 1.0, "t": t, "n": 1, "vw": 1.0},
+        ]
+        scratch = Decoder(SymbolMap(["W"]), log_drops=False)
+        try:
+            scratch.decode(msgspec.msgpack.encode([{**m, "t": msgspec.msgpack.Ext(-1, msgpack_timestamp_payload(t))} for m in msgs]), 0)
+            scratch.decode(msgspec.json.encode([{**m, "t": format_rfc3339(t)} for m in msgs]), 0)
+        except Exception:  # warming is best effort; the real frame compiles if this could not
+            log.debug("decoder warm-up skipped", exc_info=True)
 
     def strategy_ctx_start(self) -> None:
         try:
@@ -857,9 +883,10 @@ class LiveEngine:
     def _grant(self) -> None:
         self._frames_since_grant = 0
         self._last_grant = time.monotonic()
+        self._connects_at_grant = self.feed.stats.connects if self.feed is not None else 0
         self.sim.grant()
 
-    async def _settle_broker_events(self, timeout_s: float = 5.0) -> None:
+    async def _settle_broker_events(self, timeout_s: float = 30.0) -> None:
         """Wait until every trade_updates event the broker emitted so far has been booked here."""
         broker_stats, tu_stats = self.sim.broker.stats, self.trade_updates.stats
         deadline = time.monotonic() + timeout_s
@@ -873,13 +900,19 @@ class LiveEngine:
             await asyncio.sleep(0 if spins < 50 else 0.0005)
 
     async def _lockstep_watchdog(self) -> None:
-        """Re-grant when a released frame never arrived (feed restart, all messages filtered)."""
+        """Re-grant when a released frame can never arrive: the feed reconnected after the grant (the
+        frame went down with the old connection), or nothing came for a long time (last resort).
+        A slow engine is not a lost frame: a busy loop only delays the frame, so no early re-grant."""
         while not self._stopping:
             await asyncio.sleep(0.25)
             gate = self.sim.lockstep
-            if self._frames_since_grant == 0 and gate.credit == 0 and time.monotonic() - self._last_grant > 1.0:
+            if self._frames_since_grant or gate.credit:
+                continue
+            reconnected = self.feed is not None and self.feed.stats.connects > self._connects_at_grant
+            if reconnected or time.monotonic() - self._last_grant > LOCKSTEP_STALL_S:
                 LiveStats.bump(self.stats.drops, "lockstep_regrant")
-                log.info("lock-step: frame released but not received; granting the next one")
+                log.warning("lock-step: frame released but not received (%s); granting the next one",
+                            "feed reconnected" if reconnected else f"{LOCKSTEP_STALL_S:g} s silence")
                 self._grant()
 
     # --- watchers, signals -----------------------------------------------------------------------
