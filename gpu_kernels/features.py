@@ -5,13 +5,14 @@ the kernels call the very ``cpu_fallback.indicator_steps`` functions (numba comp
 device), so the GPU computes the same definitions; results agree with the CPU to rounding (the CUDA
 ``log`` and the compiler's fused multiply-adds may differ in the last bit).
 
-Layout: one thread per (symbol, window) walks time for the windowed features with its state in
-registers (spilled to local memory only for the rare re-seed / rebuild fix-ups), one thread per
-symbol for the per-bar series and MACD. Neighbouring threads hold neighbouring symbols, so every panel read
-``x[t, s]`` is coalesced. Inputs go to the device once, all features are computed there, and the
+Layout: one thread per (symbol, window, feature group) walks time for the windowed features with its
+state in registers (spilled to local memory only for the rare re-seed / rebuild fix-ups), one thread per
+symbol for MACD, one thread per (bar, symbol) for the per-bar series. Neighbouring threads hold
+neighbouring symbols, so every panel read ``x[t, s]`` is coalesced. Inputs go to the device once, all features are computed there, and the
 ``(n_features, bars, symbols)`` result comes back once (or stays on the device with ``device=True``).
-State is float64 in registers/local memory whatever the output dtype; ``float32`` halves the bytes
-written, which is what bounds these kernels.
+State is float64 whatever the output dtype; ``float32`` halves the bytes written and copied back.
+Each walk is a chain of dependent steps, so the kernels are bound by memory latency, not bandwidth:
+the more chains in flight (symbols x windows x groups), the closer they get to the bandwidth bound.
 
 Under ``NUMBA_ENABLE_CUDASIM=1`` the same host wrapper runs the kernels in the simulator on numpy
 arrays (slow: small panels only), which is how CI checks them against the CPU fallback.
@@ -97,44 +98,49 @@ def n_features(n_windows: int) -> int:
 
 
 @cuda.jit
-def _bar_kernel(high, low, close, volume, vwap, has_vwap, macd_fast, macd_slow, macd_signal, g0,
-                log_close, log_return, true_range, pv, out):
-    """One thread per symbol: per-bar series, range_bps and MACD, walking time."""
-    s = cuda.grid(1)
+def _log_kernel(close, log_close):
+    """One thread per (bar, symbol): ln(close), taken once for every window."""
+    s, t = cuda.grid(2)
     n_bars, n_symbols = close.shape
-    if s >= n_symbols:
-        return
-    out = plain(out)
-    ms = cuda.local.array((N_MACD_STATE, 1), np.float64)
-    for k in range(N_MACD_STATE):
-        ms[k, 0] = 0.0
-    n_close = 0
-    prev_close = math.nan
-    prev_log_close = math.nan
-    for t in range(n_bars):
-        c = close[t, s]
-        lc = math.log(c)
-        log_close[t, s] = lc
-        bar_vwap = vwap[t, s] if has_vwap else math.nan
-        r, tr, p, range_bps = bar_lane(high[t, s], low[t, s], c, volume[t, s], bar_vwap, prev_close, lc, prev_log_close)
-        log_return[t, s] = r
-        true_range[t, s] = tr
-        pv[t, s] = p
-        out[g0 + G_RANGE_BPS, t, s] = range_bps
-        n_close = advance_count(n_close, c == c)
-        line, signal, hist = macd_step(ms, 0, n_close, macd_fast, macd_slow, macd_signal, c)
-        out[g0 + G_MACD, t, s] = line
-        out[g0 + G_MACD_SIGNAL, t, s] = signal
-        out[g0 + G_MACD_HIST, t, s] = hist
-        prev_close = c
-        prev_log_close = lc
+    if s < n_symbols and t < n_bars:
+        log_close[t, s] = math.log(close[t, s])
 
 
 @cuda.jit
-def _window_kernel(high, low, close, volume, log_close, log_return, true_range, pv, windows, out):
-    """One thread per (symbol, window): every windowed feature, walking time with its state in registers."""
+def _bar_kernel(high, low, close, volume, vwap, has_vwap, g0, log_close, log_return, true_range, pv, out):
+    """One thread per (bar, symbol): log return, true range, price*volume and range_bps."""
+    s, t = cuda.grid(2)
+    n_bars, n_symbols = close.shape
+    if s >= n_symbols or t >= n_bars:
+        return
+    prev_close = close[t - 1, s] if t > 0 else math.nan
+    prev_log_close = log_close[t - 1, s] if t > 0 else math.nan
+    bar_vwap = vwap[t, s] if has_vwap else math.nan
+    r, tr, p, range_bps = bar_lane(high[t, s], low[t, s], close[t, s], volume[t, s], bar_vwap, prev_close,
+                                   log_close[t, s], prev_log_close)
+    log_return[t, s] = r
+    true_range[t, s] = tr
+    pv[t, s] = p
+    out[g0 + G_RANGE_BPS, t, s] = range_bps
+
+
+# close (SMA/EMA/STDDEV/BB), Wilder + changes (RSI/ATR/MOM/ROC/logret), returns (vol), volume, and MACD
+# (window-free: walked by the threads of the first window only)
+N_GROUPS = 5
+
+
+@cuda.jit
+def _window_kernel(high, low, close, volume, log_close, log_return, true_range, pv, windows,
+                   macd_fast, macd_slow, macd_signal, out):
+    """One thread per (symbol, window, feature group), walking time with its state in registers.
+
+    Splitting the windowed features into four independent groups gives four times the threads of a
+    thread per (symbol, window): each walk is a chain of dependent steps, and the more chains the GPU
+    holds, the better it hides memory latency. ``blockIdx.z`` picks the group, uniform per block.
+    """
     s = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
     j = cuda.blockIdx.y
+    group = cuda.blockIdx.z
     n_bars, n_symbols = close.shape
     nw = windows.shape[0]
     if s >= n_symbols or j >= nw:
@@ -146,73 +152,107 @@ def _window_kernel(high, low, close, volume, log_close, log_return, true_range, 
     pv = plain(pv)
     out = plain(out)
     st = cuda.local.array((N_STATE, 1), np.float64)  # the state in memory, only for the rare fix-ups
-    sum_c = ema = a_c = s1_c = s2_c = pk_c = cd_c = var_c = 0.0
-    gain = loss = atr = 0.0
-    a_r = s1_r = s2_r = pk_r = cd_r = 0.0
-    spv = svol = a_v = s1_v = s2_v = pk_v = cd_v = 0.0
-    n_c = n_hlc = n_r = n_v = n_pv = 0
-    for t in range(n_bars):
-        c = close[t, s]
-        h = high[t, s]
-        lo = low[t, s]
-        r = log_return[t, s]
-        v = volume[t, s]
-        p = pv[t, s]
-        n_c = advance_count(n_c, c == c)
-        n_hlc = advance_count(n_hlc, (c == c) & (h == h) & (lo == lo))
-        n_r = run_length(n_r, r == r)
-        n_v = run_length(n_v, v == v)
-        n_pv = run_length(n_pv, p == p)
-        old = t - w if t >= w else 0
-        trail = t - w + 1 if t >= w - 1 else 0
-        prev_close = close[t - 1, s] if t > 0 else math.nan
-        c_old = close[old, s]
-        (sum_c, ema, a_c, s1_c, s2_c, pk_c, cd_c, var_c, sma, ema_out, sd, upper, lower, flags) = close_window_lane(
-            sum_c, ema, a_c, s1_c, s2_c, pk_c, cd_c, n_c, w, c, c_old, close[trail, s])
-        gain, loss, atr, rsi, atr_out = wilder_lane(gain, loss, atr, n_c, n_hlc, w, c, prev_close, true_range[t, s])
-        mom, roc, logret = change_lane(n_c, t + 1, w, c, c_old, log_close[t, s], log_close[old, s])
-        a_r, s1_r, s2_r, pk_r, cd_r, vol, flags_r = return_window_lane(
-            a_r, s1_r, s2_r, pk_r, cd_r, n_r, w, r, log_return[trail, s])
-        spv, svol, a_v, s1_v, s2_v, pk_v, cd_v, vwap, volz, flags_v = volume_window_lane(
-            spv, svol, a_v, s1_v, s2_v, pk_v, cd_v, n_pv, n_v, w, p, pv[old, s], v, volume[old, s], volume[trail, s])
-        out[K_SMA * nw + j, t, s] = sma
-        out[K_EMA * nw + j, t, s] = ema_out
-        out[K_RSI * nw + j, t, s] = rsi
-        out[K_ATR * nw + j, t, s] = atr_out
-        out[K_STDDEV * nw + j, t, s] = sd
-        out[K_BB_UPPER * nw + j, t, s] = upper
-        out[K_BB_MIDDLE * nw + j, t, s] = sma
-        out[K_BB_LOWER * nw + j, t, s] = lower
-        out[K_MOM * nw + j, t, s] = mom
-        out[K_ROC * nw + j, t, s] = roc
-        out[K_LOGRET * nw + j, t, s] = logret
-        out[K_VOL * nw + j, t, s] = vol
-        out[K_VWAP * nw + j, t, s] = vwap
-        out[K_VOLZ * nw + j, t, s] = volz
-        flags = flags | flags_r | flags_v
-        if flags != 0:
-            # spill to memory, let the shared fix-up rebuild from the panels, reload
-            st[S_SUM_C, 0] = sum_c
-            st[S_LAST_VAR_C, 0] = var_c
-            st[S_VAR_C, 0], st[S_VAR_C + 1, 0], st[S_VAR_C + 2, 0], st[S_VAR_C + 3, 0], st[S_VAR_C + 4, 0] = (
-                a_c, s1_c, s2_c, pk_c, cd_c)
-            st[S_VAR_R, 0], st[S_VAR_R + 1, 0], st[S_VAR_R + 2, 0], st[S_VAR_R + 3, 0], st[S_VAR_R + 4, 0] = (
-                a_r, s1_r, s2_r, pk_r, cd_r)
-            st[S_VAR_V, 0], st[S_VAR_V + 1, 0], st[S_VAR_V + 2, 0], st[S_VAR_V + 3, 0], st[S_VAR_V + 4, 0] = (
-                a_v, s1_v, s2_v, pk_v, cd_v)
-            st[S_SUM_PV, 0] = spv
-            st[S_SUM_VOL, 0] = svol
-            window_fixup(flags, st, 0, w, j, nw, n_v, n_pv, close, log_return, volume, pv, s, t, n_bars, out, t, s)
-            sum_c = st[S_SUM_C, 0]
-            var_c = st[S_LAST_VAR_C, 0]
-            a_c, s1_c, s2_c, pk_c, cd_c = (st[S_VAR_C, 0], st[S_VAR_C + 1, 0], st[S_VAR_C + 2, 0],
-                                           st[S_VAR_C + 3, 0], st[S_VAR_C + 4, 0])
-            a_r, s1_r, s2_r, pk_r, cd_r = (st[S_VAR_R, 0], st[S_VAR_R + 1, 0], st[S_VAR_R + 2, 0],
-                                           st[S_VAR_R + 3, 0], st[S_VAR_R + 4, 0])
-            a_v, s1_v, s2_v, pk_v, cd_v = (st[S_VAR_V, 0], st[S_VAR_V + 1, 0], st[S_VAR_V + 2, 0],
-                                           st[S_VAR_V + 3, 0], st[S_VAR_V + 4, 0])
-            spv = st[S_SUM_PV, 0]
-            svol = st[S_SUM_VOL, 0]
+    if group == 0:
+        sum_c = ema = a_c = s1_c = s2_c = pk_c = cd_c = var_c = 0.0
+        n_c = 0
+        for t in range(n_bars):
+            c = close[t, s]
+            n_c = advance_count(n_c, c == c)
+            old = t - w if t >= w else 0
+            trail = t - w + 1 if t >= w - 1 else 0
+            (sum_c, ema, a_c, s1_c, s2_c, pk_c, cd_c, var_c, sma, ema_out, sd, upper, lower, flags) = close_window_lane(
+                sum_c, ema, a_c, s1_c, s2_c, pk_c, cd_c, n_c, w, c, close[old, s], close[trail, s])
+            out[K_SMA * nw + j, t, s] = sma
+            out[K_EMA * nw + j, t, s] = ema_out
+            out[K_STDDEV * nw + j, t, s] = sd
+            out[K_BB_UPPER * nw + j, t, s] = upper
+            out[K_BB_MIDDLE * nw + j, t, s] = sma
+            out[K_BB_LOWER * nw + j, t, s] = lower
+            if flags != 0:
+                # spill to memory, let the shared fix-up rebuild from the panel, reload
+                st[S_SUM_C, 0] = sum_c
+                st[S_LAST_VAR_C, 0] = var_c
+                st[S_VAR_C, 0], st[S_VAR_C + 1, 0], st[S_VAR_C + 2, 0], st[S_VAR_C + 3, 0], st[S_VAR_C + 4, 0] = (
+                    a_c, s1_c, s2_c, pk_c, cd_c)
+                window_fixup(flags, st, 0, w, j, nw, 0, 0, close, log_return, volume, pv, s, t, n_bars, out, t, s)
+                sum_c = st[S_SUM_C, 0]
+                var_c = st[S_LAST_VAR_C, 0]
+                a_c, s1_c, s2_c, pk_c, cd_c = (st[S_VAR_C, 0], st[S_VAR_C + 1, 0], st[S_VAR_C + 2, 0],
+                                               st[S_VAR_C + 3, 0], st[S_VAR_C + 4, 0])
+    elif group == 1:
+        gain = loss = atr = 0.0
+        n_c = n_hlc = 0
+        for t in range(n_bars):
+            c = close[t, s]
+            h = high[t, s]
+            lo = low[t, s]
+            n_c = advance_count(n_c, c == c)
+            n_hlc = advance_count(n_hlc, (c == c) & (h == h) & (lo == lo))
+            old = t - w if t >= w else 0
+            prev_close = close[t - 1, s] if t > 0 else math.nan
+            gain, loss, atr, rsi, atr_out = wilder_lane(gain, loss, atr, n_c, n_hlc, w, c, prev_close, true_range[t, s])
+            mom, roc, logret = change_lane(n_c, t + 1, w, c, close[old, s], log_close[t, s], log_close[old, s])
+            out[K_RSI * nw + j, t, s] = rsi
+            out[K_ATR * nw + j, t, s] = atr_out
+            out[K_MOM * nw + j, t, s] = mom
+            out[K_ROC * nw + j, t, s] = roc
+            out[K_LOGRET * nw + j, t, s] = logret
+    elif group == 4:
+        if j != 0:
+            return
+        ms = cuda.local.array((N_MACD_STATE, 1), np.float64)
+        for k in range(N_MACD_STATE):
+            ms[k, 0] = 0.0
+        g0 = N_WINDOWED_KINDS * nw
+        n_c = 0
+        for t in range(n_bars):
+            c = close[t, s]
+            n_c = advance_count(n_c, c == c)
+            line, signal, hist = macd_step(ms, 0, n_c, macd_fast, macd_slow, macd_signal, c)
+            out[g0 + G_MACD, t, s] = line
+            out[g0 + G_MACD_SIGNAL, t, s] = signal
+            out[g0 + G_MACD_HIST, t, s] = hist
+    elif group == 2:
+        a_r = s1_r = s2_r = pk_r = cd_r = 0.0
+        n_r = 0
+        for t in range(n_bars):
+            r = log_return[t, s]
+            n_r = run_length(n_r, r == r)
+            trail = t - w + 1 if t >= w - 1 else 0
+            a_r, s1_r, s2_r, pk_r, cd_r, vol, flags = return_window_lane(
+                a_r, s1_r, s2_r, pk_r, cd_r, n_r, w, r, log_return[trail, s])
+            out[K_VOL * nw + j, t, s] = vol
+            if flags != 0:
+                st[S_VAR_R, 0], st[S_VAR_R + 1, 0], st[S_VAR_R + 2, 0], st[S_VAR_R + 3, 0], st[S_VAR_R + 4, 0] = (
+                    a_r, s1_r, s2_r, pk_r, cd_r)
+                window_fixup(flags, st, 0, w, j, nw, 0, 0, close, log_return, volume, pv, s, t, n_bars, out, t, s)
+                a_r, s1_r, s2_r, pk_r, cd_r = (st[S_VAR_R, 0], st[S_VAR_R + 1, 0], st[S_VAR_R + 2, 0],
+                                               st[S_VAR_R + 3, 0], st[S_VAR_R + 4, 0])
+    elif group == 3:
+        spv = svol = a_v = s1_v = s2_v = pk_v = cd_v = 0.0
+        n_v = n_pv = 0
+        for t in range(n_bars):
+            v = volume[t, s]
+            p = pv[t, s]
+            n_v = run_length(n_v, v == v)
+            n_pv = run_length(n_pv, p == p)
+            old = t - w if t >= w else 0
+            trail = t - w + 1 if t >= w - 1 else 0
+            spv, svol, a_v, s1_v, s2_v, pk_v, cd_v, vwap, volz, flags = volume_window_lane(
+                spv, svol, a_v, s1_v, s2_v, pk_v, cd_v, n_pv, n_v, w, p, pv[old, s], v, volume[old, s],
+                volume[trail, s])
+            out[K_VWAP * nw + j, t, s] = vwap
+            out[K_VOLZ * nw + j, t, s] = volz
+            if flags != 0:
+                st[S_VAR_V, 0], st[S_VAR_V + 1, 0], st[S_VAR_V + 2, 0], st[S_VAR_V + 3, 0], st[S_VAR_V + 4, 0] = (
+                    a_v, s1_v, s2_v, pk_v, cd_v)
+                st[S_SUM_PV, 0] = spv
+                st[S_SUM_VOL, 0] = svol
+                window_fixup(flags, st, 0, w, j, nw, n_v, n_pv, close, log_return, volume, pv, s, t, n_bars, out, t, s)
+                a_v, s1_v, s2_v, pk_v, cd_v = (st[S_VAR_V, 0], st[S_VAR_V + 1, 0], st[S_VAR_V + 2, 0],
+                                               st[S_VAR_V + 3, 0], st[S_VAR_V + 4, 0])
+                spv = st[S_SUM_PV, 0]
+                svol = st[S_SUM_VOL, 0]
 
 
 @dataclass
@@ -268,10 +308,15 @@ def compute_feature_panel(high, low, close, volume, vwap, windows, macd, out_dty
     h, lo, c, v = inputs
     log_close, log_return, true_range, pv = scratch
     fast, slow, signal = (int(p) for p in macd)
-    blocks = (n_symbols + THREADS - 1) // THREADS
-    _bar_kernel[blocks, THREADS](h, lo, c, v, vw, vwap is not None, fast, slow, signal, N_WINDOWED_KINDS * nw,
-                                 log_close, log_return, true_range, pv, d_out)
-    _window_kernel[(blocks, nw), THREADS](h, lo, c, v, log_close, log_return, true_range, pv, d_windows, d_out)
+    # the simulator runs every thread in Python: give it no idle ones
+    threads = min(THREADS, n_symbols) if xp is None else THREADS
+    blocks = (n_symbols + threads - 1) // threads
+    pointwise = (blocks, n_bars)
+    _log_kernel[pointwise, threads](c, log_close)
+    _bar_kernel[pointwise, threads](h, lo, c, v, vw, vwap is not None, N_WINDOWED_KINDS * nw,
+                                    log_close, log_return, true_range, pv, d_out)
+    _window_kernel[(blocks, nw, N_GROUPS), threads](h, lo, c, v, log_close, log_return, true_range, pv, d_windows,
+                                                    fast, slow, signal, d_out)
     sync()
     t2 = time.perf_counter()
     if xp is None or device:
