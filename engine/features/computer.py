@@ -4,8 +4,9 @@ Column names are ``{indicator}_{window}`` for every windowed indicator and windo
 ``macd_signal``, ``macd_hist``, ``range_bps``. The TA-Lib indicators follow TA-Lib exactly (see
 ``cpu_fallback.indicator_steps``); the others are defined here:
 
-- ``logret_w`` = ln(close_t / close_{t-w}); NaN for the first w bars.
-- ``vol_w`` = population standard deviation of the last w one-bar log returns ln(close_t / close_{t-1});
+- ``logret_w`` = ln(close_t) - ln(close_{t-w}), from the natural log of each close taken once (absolute
+  error ~1e-15 for prices below 1e6); NaN for the first w bars.
+- ``vol_w`` = population standard deviation of the last w one-bar log returns ln(close_t) - ln(close_{t-1});
   NaN while any of them is NaN (so the first value is at bar w).
 - ``vwap_w`` = sum(price * volume) / sum(volume) over the last w bars, price = the bar's own vwap
   when given and not NaN, else the typical price (high + low + close) / 3; NaN while any of the w
@@ -14,10 +15,12 @@ Column names are ``{indicator}_{window}`` for every windowed indicator and windo
   population sigma; 0.0 when the w volumes are all equal; NaN while any of them is NaN.
 - ``range_bps`` = (high - low) / close * 1e4.
 
-Accuracy: float64 output agrees with TA-Lib to 1e-9 relative (in practice to a few ulp; SMA, EMA,
-RSI, STDDEV, MOM, ROC and MACD usually bit for bit). ``dtype="float32"`` computes in float64 and
-rounds the stored values once, so each value is within 6e-8 relative (half a float32 ulp) of the
-float64 result; it halves the output bytes, which is what bounds the GPU path.
+Accuracy: float64 output agrees with TA-Lib to 1e-9 relative, NaN positions included (in practice to
+a few ulp: SMA, EMA, RSI, STDDEV, MOM, ROC and MACD are usually bit for bit; ATR differs in the last
+bits because TA-Lib fuses its Wilder step). The GPU agrees with the CPU to 1e-9 relative (the device's
+``log`` and fused multiply-adds may round differently). ``dtype="float32"`` computes in float64 and
+rounds each stored value once: within 6e-8 relative (half a float32 ulp) of the float64 result, at
+half the output bytes (memory, device-to-host copies, Parquet).
 """
 
 from __future__ import annotations
@@ -204,6 +207,7 @@ class FeatureComputer:
             if not isinstance(out, np.ndarray) or out.shape != expected or out.dtype != self.dtype or not out.flags.c_contiguous:
                 got = (getattr(out, "shape", None), getattr(out, "dtype", None))
                 raise InputError(f"out must be a C-contiguous {self.dtype.name} array of shape {expected}, got {got}")
+        log.debug("features: %s bars x %s symbols, %d features on %s", *c.shape, len(self.names), self.backend.name)
         if self.backend.is_gpu:
             values = self._kernels.compute_feature_panel(h, lo, c, v, vw, windows, self.macd, self.dtype, out=out, device=device)
         else:
