@@ -214,6 +214,9 @@ class StreamClient:
         The loop keeps running (and reconnecting) in the background until ``disconnect()``.
         """
         if self._task is None or self._task.done():
+            # Compile the decoder before the clock starts: a cold numba compile must not eat the
+            # server's auth deadline or the caller's timeout.
+            await asyncio.to_thread(self.decoder.warm)
             self._stopping = False
             self._failure = None
             self._task = asyncio.create_task(self._run(), name=f"stream-client {self.url}")

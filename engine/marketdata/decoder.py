@@ -172,6 +172,20 @@ class Decoder:
         self._account(batch)
         return batch
 
+    def warm(self) -> None:
+        """Compile (or load from cache) both numba frame parsers now, so the first live frame does
+        not pay for it; a cold compile can take tens of seconds, longer than an auth deadline."""
+        if not self.compiled:
+            return
+        saved = (self.stats, self.log_drops)
+        self.stats, self.log_drops = DecoderStats(), False
+        try:
+            probe = [{"T": "t", "S": "\x00warm", "i": 1, "x": "V", "p": 1.0, "s": 1, "t": "2024-01-02T15:04:05Z", "z": "C"}]
+            self._decode_compiled(msgspec.json.encode(probe), True, 0)
+            self._decode_compiled(msgspec.msgpack.encode(probe), False, 0)
+        finally:
+            self.stats, self.log_drops = saved
+
     # --- fast path --------------------------------------------------------------------------
     def _grow_scratch(self, n_msgs: int, n_levels: int) -> None:
         if n_msgs > self._scratch_msgs:
