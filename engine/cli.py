@@ -48,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.log_level != "DEBUG":
+        for chatty in ("httpx", "httpcore", "websockets", "distributed", "numba"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)  # per-request lines drown the engine's own
     if args.command is None:
         parser.print_help()
         return 2
