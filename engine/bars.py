@@ -52,7 +52,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.book import BookManager, _checked, _entry_point, _inline, _kernel, _tob_values
+from engine._jit import entry_point, inline_kernel, kernel
+from engine.book import BookManager, _checked, _tob_values
 from engine.errors import InputError
 from engine.events import BAR_DTYPE, FLAG_CORRECTION, TRADE_DTYPE
 
@@ -129,7 +130,7 @@ _COPY_OUT_LIMIT = 65_536  # bars; above this a batch hands over its output buffe
 # =================================================================================================
 
 
-@_inline
+@inline_kernel
 def _emit(out_bars, out_tf, out_micro, j, tf_index, s, start, ints, flts, book, depth_n):
     """Write one finished bar at row ``j``; ``ints``/``flts`` are its state rows."""
     b = out_bars[j]
@@ -166,7 +167,7 @@ def _emit(out_bars, out_tf, out_micro, j, tf_index, s, start, ints, flts, book, 
         m.imbalance = np.nan
 
 
-@_inline
+@inline_kernel
 def _start_bar(ints, flts, ts, price, size, recv):
     ints[_T_N] = 1
     ints[_T_RECV] = recv
@@ -180,7 +181,7 @@ def _start_bar(ints, flts, ts, price, size, recv):
     flts[_F_VALUE] = price * size
 
 
-@_inline
+@inline_kernel
 def _fold_trade(ints, flts, ts, price, size, recv):
     """Add one trade to a bar that already holds trades (open/close by timestamp)."""
     if ts < ints[_T_OPEN_TS]:
@@ -199,7 +200,7 @@ def _fold_trade(ints, flts, ts, price, size, recv):
     ints[_T_RECV] = recv
 
 
-@_inline
+@inline_kernel
 def _fold_arrival(ints, flts, price, size, recv):
     """Add one trade to an activity bar: arrival order decides the close."""
     flts[_F_CLOSE] = price
@@ -213,7 +214,7 @@ def _fold_arrival(ints, flts, price, size, recv):
     ints[_T_RECV] = recv
 
 
-@_inline
+@inline_kernel
 def _merge_bar(dst_i, dst_f, src_i, src_f):
     """Merge a finished smaller bar into a larger one."""
     if dst_i[_T_N] == 0:
@@ -240,7 +241,7 @@ def _merge_bar(dst_i, dst_f, src_i, src_f):
     dst_i[_T_RECV] = src_i[_T_RECV]
 
 
-@_inline
+@inline_kernel
 def _close_level(tint, tflt, children, child_start, counters, s, k, out_bars, out_tf, out_micro, j, book, depth_n):
     """Close level ``k``'s bar of symbol ``s``: emit it if it holds trades and hand it to the child levels.
     Returns the next output row."""
@@ -259,7 +260,7 @@ def _close_level(tint, tflt, children, child_start, counters, s, k, out_bars, ou
     return j
 
 
-@_kernel
+@kernel
 def _add_trades(trades, start, tf_ns, parent, children, child_start, tint, tflt, akind, athr, aint, aflt, counters,
                 out_bars, out_tf, out_micro, n_out, book, depth_n, chain):
     """Fold ``trades[start:]`` into bars; returns (next trade index, rows written, trades dropped).
@@ -354,7 +355,7 @@ def _add_trades(trades, start, tf_ns, parent, children, child_start, tint, tflt,
     return n, n_out, dropped
 
 
-@_kernel
+@kernel
 def _flush(now_ns, close_activity, tf_ns, children, child_start, tint, tflt, akind, aint, aflt, counters, out_bars,
            out_tf, out_micro, n_out, book, depth_n):
     """Close time bars whose window ended by ``now_ns`` (and, if asked, every activity bar)."""
@@ -535,7 +536,7 @@ class BarAggregator:
                 start, n_out, d = self._add_trades_fn(*args)
             else:
                 start, n_out, d = _add_trades(*args)
-                self._add_trades_fn = _entry_point(_add_trades, args)
+                self._add_trades_fn = entry_point(_add_trades, args)
             dropped += d
             if start >= len(trades):
                 break

@@ -52,8 +52,8 @@ import time
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
 
+from engine._jit import entry_point, inline_kernel, kernel
 from engine.errors import InputError
 from engine.events import (
     BOOK_DELTA_DTYPE,
@@ -162,17 +162,10 @@ class Depth(NamedTuple):
 # numba kernels
 # =================================================================================================
 
-# Kernels run without numba's reference counting (``_nrt=False``, a long-standing numba jit option): they
-# allocate nothing, and otherwise numba wraps every helper call that takes arrays in atomic incref/decref
-# pairs that its refcount pruning cannot remove when the helper has a loop. Measured here: a one-level
-# depth read cost 40 ns with them and 1 ns without.
-_kernel = njit(cache=True, _nrt=False)
-# Hot helpers are inlined in numba IR: a call that is left to LLVM passes every array as a dozen words
-# by value, which costs more than these helpers' work.
-_inline = njit(cache=True, _nrt=False, inline="always")
+# Kernels are compiled without reference counting and small helpers inlined in numba IR: why in engine._jit.
 
 
-@_inline
+@inline_kernel
 def _price_to_tick(price, mul, div):
     """Integer tick of a price, or -1 when the price is not a usable positive finite price."""
     if not (price > 0.0):  # also rejects NaN
@@ -186,7 +179,7 @@ def _price_to_tick(price, mul, div):
     return t
 
 
-@_kernel
+@kernel
 def _shift_down(qty, ival, okey, oqty, s, si, new_base):
     """Move the window towards better keys; far levels falling out go to overflow. False: no room."""
     w = qty.shape[2]
@@ -223,7 +216,7 @@ def _shift_down(qty, ival, okey, oqty, s, si, new_base):
     return True
 
 
-@_kernel
+@kernel
 def _shift_up(qty, ival, okey, oqty, s, si, new_base):
     """Move the window towards worse keys (all keys below ``new_base`` are empty); pull overflow in."""
     w = qty.shape[2]
@@ -250,7 +243,7 @@ def _shift_up(qty, ival, okey, oqty, s, si, new_base):
     ival[s, _S_BASE + si] = new_base
 
 
-@_kernel
+@kernel
 def _after_best_removed(qty, ival, okey, oqty, counters, s, si, from_off):
     """Find the next best level after the best one was deleted; re-centre when it drifted far."""
     w = qty.shape[2]
@@ -273,7 +266,7 @@ def _after_best_removed(qty, ival, okey, oqty, counters, s, si, from_off):
         ival[s, _S_BEST + si] = EMPTY_KEY
 
 
-@_inline
+@inline_kernel
 def _ovf_position(okey, s, si, novf, key):
     """First index whose key is <= ``key`` in the descending overflow store (binary search)."""
     lo = 0
@@ -287,7 +280,7 @@ def _ovf_position(okey, s, si, novf, key):
     return lo
 
 
-@_kernel
+@kernel
 def _ovf_set(okey, oqty, ival, s, si, key, q):
     novf = ival[s, _S_NOVF + si]
     p = _ovf_position(okey, s, si, novf, key)
@@ -313,7 +306,7 @@ def _ovf_set(okey, oqty, ival, s, si, key, q):
     return 0
 
 
-@_inline
+@inline_kernel
 def _set_level(qty, ival, okey, oqty, counters, s, si, key, q):
     """Set (q > 0) or delete (q == 0) the level at ``key``. Returns 0, or _NEED_ROOM with nothing changed."""
     w = qty.shape[2]
@@ -351,7 +344,7 @@ def _set_level(qty, ival, okey, oqty, counters, s, si, key, q):
     return _ovf_set(okey, oqty, ival, s, si, key, q)
 
 
-@_inline
+@inline_kernel
 def _place_only_level(qty, ival, s, si, key, q):
     """The first level of an empty side: the window is all zeros and the overflow store empty."""
     headroom = qty.shape[2] >> 3
@@ -361,7 +354,7 @@ def _place_only_level(qty, ival, s, si, key, q):
     ival[s, _S_BEST + si] = key
 
 
-@_kernel
+@kernel
 def _clear_side(qty, ival, s, si):
     nwin = ival[s, _S_NWIN + si]
     if nwin > 0:
@@ -377,14 +370,14 @@ def _clear_side(qty, ival, s, si):
     ival[s, _S_BEST + si] = EMPTY_KEY
 
 
-@_kernel
+@kernel
 def _reset_symbol(qty, ival, counters, s):
     _clear_side(qty, ival, s, 0)
     _clear_side(qty, ival, s, 1)
     counters[C_RESETS] += 1
 
 
-@_inline
+@inline_kernel
 def _check_crossed(ival, counters, s):
     bid_key = ival[s, _S_BEST]
     ask_key = ival[s, _S_BEST + 1]
@@ -398,7 +391,7 @@ def _check_crossed(ival, counters, s):
     return crossed
 
 
-@_inline
+@inline_kernel
 def _side_depth_sum(qty, ival, okey, oqty, s, si, n):
     """Total size of the best ``n`` levels of one side (window from the best outwards, then overflow)."""
     total = 0.0
@@ -423,7 +416,7 @@ def _side_depth_sum(qty, ival, okey, oqty, s, si, n):
     return total
 
 
-@_kernel
+@kernel
 def _side_levels(qty, ival, okey, oqty, fval, s, si, n, out_price, out_size):
     """Write the best ``n`` levels of one side (prices, sizes); returns how many there are."""
     if n <= 0 or ival[s, _S_BEST + si] == EMPTY_KEY:
@@ -452,7 +445,7 @@ def _side_levels(qty, ival, okey, oqty, fval, s, si, n, out_price, out_size):
     return taken
 
 
-@_inline
+@inline_kernel
 def _tob_values(qty, ival, okey, oqty, fval, s, depth_n):
     """Top-of-book numbers of one symbol:
     (bid_px, bid_sz, ask_px, ask_sz, mid, spread, spread_bps, microprice, bid_depth, ask_depth, imbalance)."""
@@ -487,7 +480,7 @@ def _tob_values(qty, ival, okey, oqty, fval, s, depth_n):
     return bid_px, bid_sz, ask_px, ask_sz, mid, spread, spread_bps, micro, bid_depth, ask_depth, imbalance
 
 
-@_inline
+@inline_kernel
 def _write_tob(out, row, qty, ival, okey, oqty, fval, s, depth_n):
     v = _tob_values(qty, ival, okey, oqty, fval, s, depth_n)
     r = out[row]
@@ -507,7 +500,7 @@ def _write_tob(out, row, qty, ival, okey, oqty, fval, s, depth_n):
     r.imbalance = v[10]
 
 
-@_kernel
+@kernel
 def _write_unknown_tob(out, row, s):
     r = out[row]
     r.ts_ns = 0
@@ -526,7 +519,7 @@ def _write_unknown_tob(out, row, s):
     r.imbalance = np.nan
 
 
-@_kernel
+@kernel
 def _apply_deltas(qty, ival, okey, oqty, fval, counters, deltas, start, tob_out, per_message, tob_rows, depth_n):
     """Apply ``deltas[start:]``; returns (next index, applied, dropped, crossed message ends, message ends,
     tob rows written). Stops early (next index < len) only when an overflow store is full."""
@@ -597,7 +590,7 @@ def _apply_deltas(qty, ival, okey, oqty, fval, counters, deltas, start, tob_out,
     return n, applied, dropped, crossed, messages, tob_rows
 
 
-@_kernel
+@kernel
 def _update_one(qty, ival, okey, oqty, fval, counters, s, side, price, size, ts_ns):
     """One level from Python; every update is its own message (crossing checked after it)."""
     if s < 0 or s >= ival.shape[0]:
@@ -626,7 +619,7 @@ def _update_one(qty, ival, okey, oqty, fval, counters, s, side, price, size, ts_
     return UPDATE_OK
 
 
-@_kernel
+@kernel
 def _quote_side_ok(price, size, mul, div):
     """-1: bad size, -2: bad price, 0: empty side, else the tick."""
     if not (size >= 0.0) or size == np.inf:
@@ -639,7 +632,7 @@ def _quote_side_ok(price, size, mul, div):
     return tick
 
 
-@_kernel
+@kernel
 def _apply_quotes(qty, ival, okey, oqty, fval, counters, quotes, tob_out, depth_n):
     """Replace each quoted symbol's book with its L1 quote; returns (applied, dropped, crossed)."""
     n = quotes.shape[0]
@@ -680,13 +673,13 @@ def _apply_quotes(qty, ival, okey, oqty, fval, counters, quotes, tob_out, depth_
     return applied, dropped, crossed
 
 
-@_kernel
+@kernel
 def _snapshot(qty, ival, okey, oqty, fval, depth_n, out):
     for s in range(ival.shape[0]):
         _write_tob(out, s, qty, ival, okey, oqty, fval, s, depth_n)
 
 
-@_kernel
+@kernel
 def _reset_all(qty, ival, counters):
     for s in range(ival.shape[0]):
         _reset_symbol(qty, ival, counters, s)
@@ -778,7 +771,7 @@ class BookManager:
                 start, a, d, c, m, rows = self._apply_deltas_fn(*args)
             else:
                 start, a, d, c, m, rows = _apply_deltas(*args)
-                self._apply_deltas_fn = _entry_point(_apply_deltas, args)
+                self._apply_deltas_fn = entry_point(_apply_deltas, args)
             applied += a
             dropped += d
             crossed += c
@@ -800,7 +793,7 @@ class BookManager:
             applied, dropped, crossed = self._apply_quotes_fn(*args)
         else:
             applied, dropped, crossed = _apply_quotes(*args)
-            self._apply_quotes_fn = _entry_point(_apply_quotes, args)
+            self._apply_quotes_fn = entry_point(_apply_quotes, args)
         if dropped:
             self._log_drops()
         known = len(quotes) - (self._counters[C_DROP_SYMBOL] - unknown_before)
@@ -824,7 +817,7 @@ class BookManager:
         """Compile (or load) the update kernel, then bind its entry point to skip per-call dispatch."""
         args = args[:6] + (int(args[6]), int(args[7]), float(args[8]), float(args[9]), int(args[10]))  # type: ignore[call-overload]
         rc = _update_one(*args)
-        self._update_fn = _entry_point(_update_one, args)
+        self._update_fn = entry_point(_update_one, args)
         return rc
 
     # --- queries -------------------------------------------------------------------------------
@@ -1000,18 +993,6 @@ class BookManager:
         self._dropped_logged = total
         reasons = ", ".join(f"{COUNTER_NAMES[c]}={int(self._counters[c])}" for c in _DROP_COUNTERS if self._counters[c])
         log.warning("book dropped bad events (totals: %s)", reasons)
-
-
-def _entry_point(dispatcher, args: tuple):
-    """The compiled kernel for exactly these argument types, callable without numba's per-call type
-    dispatch (which costs microseconds with record arrays). Only ever called with arguments of the same
-    types, which the callers guarantee (dtype, C order and writeability made sure of before each call).
-    Falls back to the dispatcher if numba does not expose the entry point."""
-    from numba import typeof  # noqa: PLC0415 - needed once per kernel
-
-    overload = dispatcher.overloads.get(tuple(typeof(a) for a in args))
-    entry = getattr(overload, "entry_point", None)
-    return entry if callable(entry) else dispatcher
 
 
 def _checked(events: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:

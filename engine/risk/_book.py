@@ -25,8 +25,8 @@ fees; fees are kept apart, so ``realised + unrealised - fees`` is the net P&L.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from engine._jit import inline_kernel, kernel  # no NRT: the kernels never allocate (why in engine._jit)
 from engine.risk.codes import (
     FILL_APPLIED,
     FILL_DUPLICATE,
@@ -82,12 +82,6 @@ C_MARKS_DROPPED = 2     #: mark updates refused (bad price, unknown symbol, cros
 C_SINCE_RESEED = 3      #: incremental aggregate updates since the last exact re-sum
 C_FILL_STATUS = 8       #: cnt[C_FILL_STATUS + status] counts fills by status
 N_CNT = 24
-
-# Kernels never allocate, so they are compiled without numba's reference counting (NRT): with it,
-# each array passed to a helper costs an atomic incref/decref pair, which was 40 ns per order checked
-# (7 arrays) against 3 ns without. Compiling one with NRT disabled fails loudly if it ever allocates.
-kernel = njit(cache=True, _nrt=False)
-inline_kernel = njit(cache=True, _nrt=False, inline="always")
 
 QTY_EPS = 1e-9          #: a position or pending quantity this close to zero is zero (float dust)
 RESEED_EVERY = 4096     #: incremental updates between exact re-sums of the running aggregates

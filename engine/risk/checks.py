@@ -16,6 +16,8 @@ exactly at a limit passes; comparisons allow 1e-12 relative slack for float roun
 from __future__ import annotations
 
 import numpy as np
+
+from engine._jit import inline_kernel, kernel
 from engine.events import ORDER_LIMIT, ORDER_MARKET, ORDER_STOP, ORDER_STOP_LIMIT
 from engine.risk._book import (
     A_GROSS,
@@ -28,8 +30,6 @@ from engine.risk._book import (
     I_KNOWN,
     QTY_EPS,
     daily_pnl,
-    inline_kernel,
-    kernel,
     refresh_symbol,
     worst_case_qty,
 )

@@ -19,9 +19,9 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
+from engine._jit import entry_point
 from engine.config import RiskConfig
 from engine.events import (
     FILL_DTYPE,
@@ -202,7 +202,7 @@ class RiskEngine:
         """Bind the state arrays to the compiled single-order check, so a call passes only scalars."""
         t = self.tracker
         arrays = (t.st, t.ix, t.active, t.agg, t.cnt, self._lim, self._rs, self._out)
-        self._check_one = functools.partial(_compiled(checks.check_order, arrays, _CHECK_SCALARS), *arrays)
+        self._check_one = functools.partial(entry_point(checks.check_order, (*arrays, *_CHECK_SCALARS)), *arrays)
 
     @property
     def last_attempted(self) -> float:
@@ -414,21 +414,6 @@ class RiskEngine:
 
 # the scalar arguments of checks.check_order as the hot path passes them
 _CHECK_SCALARS = (0, 1, 1.0, ORDER_MARKET, _NAN, _NAN, 1)
-
-
-def _compiled(dispatcher, arrays: tuple, scalars: tuple):
-    """The compiled entry of ``dispatcher`` for exactly these argument types.
-
-    Calling it skips numba's per-call type dispatch (about half of a single check's cost); the
-    types are fixed by construction here (our own arrays, scalars converted on entry). If numba's
-    internals ever move, the dispatcher itself is returned and everything still works, slower."""
-    try:
-        signature = tuple(numba.typeof(a) for a in (*arrays, *scalars))
-        if signature not in dispatcher.overloads:
-            dispatcher.compile(signature)
-        return dispatcher.overloads[signature].entry_point
-    except (AttributeError, KeyError, TypeError):  # pragma: no cover - depends on numba internals
-        return dispatcher
 
 
 def _limits_of(config: RiskConfig) -> np.ndarray:
