@@ -6,7 +6,9 @@ Two parts, both at the two synthetic session rates (10 k and 100 k market data m
    bars -> features -> strategy -> risk, one compiled call per stage per frame) against the peer,
    the way an alpaca-py user writes it: ``msgpack.unpackb`` per frame, one SDK model per message
    (``alpaca.data.models.Quote`` / ``Trade``), a dict top of book, Python bars with TA-Lib at bar
-   close, the same strategy object called per message, a Python limit check. Frames hold as many
+   close, the same strategy object called per message, a Python limit check and an alpaca-py
+   ``LimitOrderRequest`` per new order (the engine's side: ids, risk, latency chain). In both, orders
+   rest and cancels are confirmed at once, so the maker keeps its quotes. Frames hold as many
    messages as the exchange batches at each rate (its producer ticks every 5 ms).
 2. Over loopback: ``LiveEngine`` in real time against the embedded exchange and paper broker served
    from a child process (a pre-encoded message loop, so the exchange's generation cost does not cap
@@ -37,7 +39,7 @@ from _common import best_of, machine, percentiles_ns, write_result  # noqa: E402
 RATES = (10_000, 100_000)
 EXCHANGE_TICK_S = 0.005
 N_SYMBOLS = 20
-MM_PARAMS = {"half_spread_bps": 5.0, "qty": 1.0, "max_inventory": 1_000_000.0, "requote_bps": 0.0, "min_requote_ms": 0.0, "max_symbols": N_SYMBOLS}
+MM_PARAMS = {"half_spread_bps": 5.0, "qty": 1.0, "max_inventory": 1_000_000.0, "requote_bps": 1.0, "min_requote_ms": 0.0, "max_symbols": N_SYMBOLS}
 RISK_LIMITS = {"max_position_qty": 1e9, "max_symbol_notional": 1e12, "max_gross_notional": 1e13,
                "max_orders_per_window": 100_000, "price_band_bps": 10_000.0, "max_order_qty": 1_000.0}
 #: the bar-close step over a large universe: symbols x feature columns, beta window in bars
@@ -109,9 +111,11 @@ def run_engine(symbols: list[str], frames: list[bytes]) -> tuple[np.ndarray, int
     engine.build(symbols)
     engine.strategy_ctx_start()
     decoder = Decoder(engine.symbol_map)
-    for frame in frames[: min(20, len(frames))]:  # warm caches and branch predictors, then measure
-        engine.forget(engine.process_frame(decoder.decode(frame, time.time_ns())))
-    engine.latency.reset()
+    warm = LiveEngine(cfg, strategy=MidPriceMarketMaker(**MM_PARAMS))  # compile and warm caches on a twin
+    warm.build(symbols)
+    warm.strategy_ctx_start()
+    for frame in frames[: min(200, len(frames))]:  # past a few bar closes: every kernel is compiled
+        warm.settle_offline(warm.process_frame(Decoder(warm.symbol_map).decode(frame, time.time_ns())))
     samples = np.empty(len(frames), dtype=np.int64)
     decisions = 0
     clock = time.perf_counter_ns
@@ -120,7 +124,7 @@ def run_engine(symbols: list[str], frames: list[bytes]) -> tuple[np.ndarray, int
         actions = engine.process_frame(decoder.decode(frame, time.time_ns()))
         samples[i] = clock() - t0
         decisions += len(actions)
-        engine.forget(actions)
+        engine.settle_offline(actions)  # orders rest, cancels are confirmed: the maker sees its quotes
     return samples, decisions, engine.latency.summary()
 
 
@@ -138,13 +142,17 @@ class PeerPipeline:
         self.bars: dict[str, list[float]] = {}
         self.closes: dict[str, list[float]] = {s: [] for s in symbols}
         self.pending = np.zeros(len(symbols))
+        self.next_seq = 1
 
     def on_frame(self, frame: bytes) -> int:
         import msgpack
         import talib
         from alpaca.data.models import Quote, Trade
+        from alpaca.trading.enums import OrderSide, TimeInForce
+        from alpaca.trading.requests import LimitOrderRequest
 
-        from engine.events import SIDE_BUY
+        from engine.events import ORDER_LIMIT, SIDE_BUY
+        from engine.strategies import CancelIntent, OpenOrder
 
         decisions = 0
         ctx = self.ctx
@@ -176,19 +184,30 @@ class PeerPipeline:
                     bar[4] = t.price
                     bar[5] += t.size
             for intent in intents:
-                if not hasattr(intent, "qty"):
-                    continue  # a cancel: always allowed
+                if isinstance(intent, CancelIntent):  # the venue confirms at once, as in the engine's run
+                    order = ctx.open_orders.pop(intent.order_seq, None)
+                    if order is not None:
+                        self.pending[order.symbol_id] -= order.side * order.qty
+                        decisions += 1
+                    continue
                 sid = intent.symbol_id
                 signed = intent.qty if intent.side == SIDE_BUY else -intent.qty
                 if intent.qty <= RISK_LIMITS["max_order_qty"] and abs(ctx.position[sid] + self.pending[sid] + signed) <= RISK_LIMITS["max_position_qty"]:
+                    seq = self.next_seq
+                    self.next_seq += 1
+                    LimitOrderRequest(symbol=self.ctx.symbols[sid], qty=intent.qty, limit_price=round(intent.limit_price, 2),
+                                      side=OrderSide.BUY if intent.side == SIDE_BUY else OrderSide.SELL,
+                                      time_in_force=TimeInForce.DAY, client_order_id=f"peer-{seq}")
+                    ctx.open_orders[seq] = OpenOrder(seq, sid, intent.side, intent.qty, ORDER_LIMIT, intent.limit_price, intent.tag)
+                    self.pending[sid] += signed
                     decisions += 1
         return decisions
 
 
 def run_peer(symbols: list[str], frames: list[bytes]) -> tuple[np.ndarray, int]:
-    peer = PeerPipeline(symbols)
-    for frame in frames[: min(20, len(frames))]:
-        peer.on_frame(frame)
+    warm = PeerPipeline(symbols)  # import and warm on a twin
+    for frame in frames[: min(200, len(frames))]:
+        warm.on_frame(frame)
     peer = PeerPipeline(symbols)
     samples = np.empty(len(frames), dtype=np.int64)
     decisions = 0

@@ -421,10 +421,11 @@ class LiveEngine:
             actions += self._decide(self._call_strategy("on_bar", _with_cross_section(bar_close, cs)), self.ctx.now_ns)
         return actions
 
-    def forget(self, actions: list[tuple[str, int]]) -> None:
-        """Drop decided orders that will not be dispatched (offline use): risk gets their quantity back."""
+    def settle_offline(self, actions: list[tuple[str, int]]) -> None:
+        """Stand in for a venue when ``process_frame`` runs without one (benchmarks, dry runs): every
+        new order rests unfilled and every cancel is confirmed at once."""
         for kind, seq in actions:
-            if kind == "send":
+            if kind == "cancel":
                 self._finalize(seq)
 
     def _build_pipeline(self) -> None:

@@ -69,6 +69,47 @@ class OpenOrder:
         return max(self.qty - self.filled_qty, 0.0)
 
 
+class OpenOrders(dict):
+    """Open orders by ``order_seq``, also indexed by symbol (a strategy asks per symbol, per tick)."""
+
+    def __init__(self, orders: dict[int, OpenOrder] | None = None) -> None:
+        super().__init__()
+        self._by_symbol: dict[int, dict[int, OpenOrder]] = {}
+        for seq, order in (orders or {}).items():
+            self[seq] = order
+
+    def __setitem__(self, seq: int, order: OpenOrder) -> None:
+        old = super().get(seq)
+        if old is not None:
+            self._by_symbol.get(old.symbol_id, {}).pop(seq, None)
+        super().__setitem__(seq, order)
+        self._by_symbol.setdefault(order.symbol_id, {})[seq] = order
+
+    def __delitem__(self, seq: int) -> None:
+        order = super().pop(seq)
+        self._by_symbol.get(order.symbol_id, {}).pop(seq, None)
+
+    def pop(self, seq: int, *default: object) -> object:  # type: ignore[override]
+        if seq in self:
+            order = super().__getitem__(seq)
+            del self[seq]
+            return order
+        if default:
+            return default[0]
+        raise KeyError(seq)
+
+    def clear(self) -> None:
+        super().clear()
+        self._by_symbol.clear()
+
+    def update(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+        for seq, order in dict(*args, **kwargs).items():  # type: ignore[arg-type]
+            self[seq] = order
+
+    def for_symbol(self, symbol_id: int) -> list[OpenOrder]:
+        return list(self._by_symbol.get(symbol_id, {}).values())
+
+
 @dataclass(frozen=True, slots=True)
 class Fill:
     """One execution of one of the strategy's orders."""
@@ -135,8 +176,17 @@ class StrategyContext:
         self.best_bid_size = np.zeros(n)
         self.best_ask_size = np.zeros(n)
         self.position = np.zeros(n)            # filled, signed
-        self.open_orders: dict[int, OpenOrder] = {}
+        self._open_orders = OpenOrders()
         self._ids = {name: i for i, name in enumerate(self.symbols)}
+
+    @property
+    def open_orders(self) -> OpenOrders:
+        """This strategy's orders that are live or not yet answered, by ``order_seq``."""
+        return self._open_orders
+
+    @open_orders.setter
+    def open_orders(self, orders: dict[int, OpenOrder]) -> None:
+        self._open_orders = OpenOrders(orders)
 
     @property
     def n_symbols(self) -> int:
@@ -153,11 +203,11 @@ class StrategyContext:
         return 0.5 * (bid + ask)
 
     def orders_for(self, symbol_id: int) -> list[OpenOrder]:
-        return [o for o in self.open_orders.values() if o.symbol_id == symbol_id]
+        return self._open_orders.for_symbol(symbol_id)
 
     def pending_qty(self, symbol_id: int) -> float:
         """Signed quantity still to fill on open orders (what the position becomes if all fill)."""
-        return sum(o.side * o.remaining_qty for o in self.open_orders.values() if o.symbol_id == symbol_id and not o.cancel_requested)
+        return sum(o.side * o.remaining_qty for o in self._open_orders.for_symbol(symbol_id) if not o.cancel_requested)
 
     def round_down(self, price: float) -> float:
         return math.floor(price / self.tick_size + 1e-9) * self.tick_size
@@ -199,6 +249,7 @@ __all__ = [
     "Fill",
     "Intent",
     "OpenOrder",
+    "OpenOrders",
     "OrderIntent",
     "SIDE_BUY",
     "SIDE_SELL",

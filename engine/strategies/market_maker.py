@@ -83,8 +83,9 @@ class MidPriceMarketMaker(Strategy):
             bid, ask = self.quotes(ctx, sid)
             mid = ctx.mid(sid)
             changed = False
+            resting = ctx.orders_for(sid)
             for side, tag, price in ((SIDE_BUY, "bid", bid), (SIDE_SELL, "ask", ask)):
-                live = [o for o in ctx.orders_for(sid) if o.tag == tag and not o.cancel_requested]
+                live = [o for o in resting if o.tag == tag and not o.cancel_requested]
                 keep = None
                 if live and math.isfinite(price):
                     current = live[0].limit_price
