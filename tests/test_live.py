@@ -212,6 +212,9 @@ def test_cli_run_lockstep_writes_summary_and_refuses_live_without_config(tmp_pat
     assert "tickforge run: sim seed 5" in printed and "latency" in printed
     data = json.loads(out.read_text())
     assert data["messages"] >= 3000 and data["open_orders_left"] == 0 and data["lockstep"] is True
+    # the dashboard path: a live view while it runs, the same summary at the end
+    rc = main(["run", "--lockstep", "--symbols", "2", "--max-messages", "1000", "--backend", "cpu", "--dashboard"])
+    assert rc == 0 and "latency" in capsys.readouterr().out
     assert main(["run", "--live", "--duration", "1"]) == 2
     assert "live" in capsys.readouterr().err
     assert main(["run", "--param", "oops"]) == 2

@@ -183,3 +183,23 @@ def test_load_strategy_by_path_alias_and_errors():
         load_strategy("ma_rsi", {"fast": 30, "slow": 20})
     with pytest.raises(InputError, match="bad parameters"):
         load_strategy("ma_rsi", {"nonsense": 1})
+
+
+def test_open_orders_index_follows_every_change():
+    ctx = StrategyContext(["A", "B"])
+    a1 = OpenOrder(1, 0, SIDE_BUY, 5, ORDER_LIMIT, 10.0, "bid")
+    b2 = OpenOrder(2, 1, SIDE_SELL, 5, ORDER_LIMIT, 11.0, "ask")
+    ctx.open_orders[1] = a1
+    ctx.open_orders[2] = b2
+    assert ctx.orders_for(0) == [a1] and ctx.orders_for(1) == [b2]
+    moved = OpenOrder(1, 1, SIDE_BUY, 3, ORDER_LIMIT, 10.5, "bid")  # same seq, other symbol: re-indexed
+    ctx.open_orders[1] = moved
+    assert ctx.orders_for(0) == [] and ctx.orders_for(1) == [b2, moved]
+    assert ctx.pending_qty(1) == -5 + 3
+    assert ctx.open_orders.pop(2) is b2 and ctx.open_orders.pop(2, None) is None
+    del ctx.open_orders[1]
+    assert ctx.orders_for(1) == [] and not ctx.open_orders
+    ctx.open_orders = {7: a1}                       # replacing the whole map keeps the index
+    assert ctx.orders_for(0) == [a1]
+    ctx.open_orders.clear()
+    assert ctx.orders_for(0) == []
