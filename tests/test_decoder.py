@@ -249,6 +249,11 @@ def test_symbol_map_limits():
     assert m.id_of("C") == -1  # full: the message becomes a drop, not an exception
     with pytest.raises(ValueError):
         SymbolMap(mode="loose")  # type: ignore[arg-type]
+    names = SymbolMap()
+    assert names.id_of("X" * 32) == 0
+    assert names.id_of("X" * 33) == -1 and names.id_of("") == -1 and names.id_of("  ") == -1
+    with pytest.raises(ValueError, match="not a symbol name"):
+        names.add(" ")
 
 
 # --- fuzzing --------------------------------------------------------------------------------------

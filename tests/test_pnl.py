@@ -12,7 +12,8 @@ from alpaca.trading.models import Position as AlpacaPosition
 from test_risk_kit import NAN, T0, fills, make_engine
 
 from engine.events import QUOTE_DTYPE, SIDE_BUY, SIDE_SELL
-from engine.risk import PnlTracker, SessionClock, SymbolIndex, codes, exec_id_of
+from engine.marketdata.symbols import SymbolMap
+from engine.risk import PnlTracker, SessionClock, codes, exec_id_of
 
 BUY, SELL = SIDE_BUY, SIDE_SELL
 DAY = 86_400 * 1_000_000_000
@@ -276,7 +277,7 @@ def test_alpaca_position_json_short_with_orders_holding_part_of_it():
 
 
 def test_shared_symbol_map_grows_and_ids_stay():
-    shared = SymbolIndex(["AAA"])
+    shared = SymbolMap(["AAA"])
     t = PnlTracker(shared, clock=lambda: T0)
     t.apply_fills(fills((A, BUY, 1, 10.0)))
     for k in range(40):  # beyond the initial capacity

@@ -377,9 +377,10 @@ def test_decision_counts_and_order_type_inference():
 
 
 def test_symbols_added_to_a_shared_map_later_are_checked_by_id():
-    from engine.risk import PnlTracker, RiskEngine, SymbolIndex
+    from engine.marketdata.symbols import SymbolMap
+    from engine.risk import PnlTracker, RiskEngine
 
-    shared = SymbolIndex(["AAA"])
+    shared = SymbolMap(["AAA"])
     engine = RiskEngine(RiskConfig(), PnlTracker(shared, clock=lambda: T0))
     late = [shared.add(f"L{k:02d}") for k in range(40)]  # past the initial capacity: arrays grow
     engine.tracker.update_marks(np.array(late), np.full(len(late), 10.0))
@@ -440,6 +441,6 @@ def test_public_api_is_what_the_docs_list():
     assert sorted(risk.__all__) == sorted([
         "DENIAL_NAMES", "FILL_STATUS_NAMES", "RISK_APPROVED", "STATE_ACTIVE", "STATE_HALTED", "STATE_REDUCING",
         "AssetInfo", "Decision", "FillResult", "PnlTracker", "Position", "RiskEngine", "SessionClock",
-        "SymbolIndex", "SymbolLookup", "codes", "denial_name", "exec_id_of", "warm_up",
+        "SymbolLookup", "codes", "denial_name", "exec_id_of", "warm_up",
     ])
     assert all(hasattr(risk, name) for name in risk.__all__)

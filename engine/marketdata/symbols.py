@@ -42,7 +42,7 @@ class SymbolMap:
         sid = self._ids.get(name)
         if sid is not None:
             return sid
-        if not isinstance(name, str) or not name or len(name) > 32:
+        if not isinstance(name, str) or not name.strip() or len(name) > 32:
             raise ValueError(f"not a symbol name: {name!r}")
         if len(self._names) >= self.max_symbols:
             raise ValueError(f"symbol map is full ({self.max_symbols} symbols)")

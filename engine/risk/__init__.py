@@ -18,7 +18,7 @@ from engine.risk.codes import (
 from engine.risk.engine import Decision, RiskEngine, warm_up
 from engine.risk.pnl import AssetInfo, FillResult, PnlTracker, Position, exec_id_of
 from engine.risk.session import SessionClock
-from engine.risk.symbols import SymbolIndex, SymbolLookup
+from engine.risk.symbols import SymbolLookup
 
 __all__ = [
     "DENIAL_NAMES",
@@ -34,7 +34,6 @@ __all__ = [
     "Position",
     "RiskEngine",
     "SessionClock",
-    "SymbolIndex",
     "SymbolLookup",
     "codes",
     "denial_name",
