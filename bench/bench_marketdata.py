@@ -281,7 +281,7 @@ def main() -> None:
     best_decode = min(r["tickforge_msgs_per_s"] for r in decode.values())
     print(f"slowest decode case {best_decode / 1e6:.2f} M msg/s (target 1 M); "
           f"slowest end-to-end {min(r['msgs_per_s'] for r in e2e.values()) / 1e3:.0f} k msg/s (target 250 k)")
-    write_result("bench_marketdata" + ("-quick" if args.quick else ""), {
+    write_result("marketdata" + ("-quick" if args.quick else ""), {
         "frame_messages": FRAME_MESSAGES,
         "decode": decode,
         "end_to_end": e2e,
