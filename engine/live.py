@@ -775,6 +775,7 @@ class LiveEngine:
             self.stats.orders_unknown += 1
             track.unknown = True
             log.warning("order %s: %s", track.client_order_id, exc)
+            self._spawn(self._resolve_later(track))
         except (ApiError, SubmitFailed, ValueError) as exc:
             self.stats.orders_rejected += 1
             log.warning("order %s rejected: %s", track.client_order_id, exc)
@@ -970,6 +971,17 @@ class LiveEngine:
                 await self._resolve_unknown(track)
             if not track.terminal:
                 await self._cancel(seq)
+
+    async def _resolve_later(self, track: _OrderTrack, attempts: int = 5) -> None:
+        """Settle an unknown submit outcome by client_order_id while the run goes on (its quantity
+        stays reserved in risk until then, so nothing is ever double-counted)."""
+        delay = 0.5
+        for _ in range(attempts):
+            await asyncio.sleep(delay)
+            if not track.unknown or track.terminal or self._stopping:
+                return
+            await self._resolve_unknown(track)
+            delay *= 2
 
     async def _resolve_unknown(self, track: _OrderTrack) -> None:
         try:

@@ -189,6 +189,41 @@ async def test_kill_switch_from_the_control_endpoint_and_the_halt_file(tmp_path)
     await asyncio.wait_for(task, 30)
 
 
+class OneShot(Strategy):
+    """Buys once, after the test arms the broker's faults."""
+
+    name = "one_shot"
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.sent = False
+
+    def on_book(self, ctx, symbol_ids):
+        if not self.armed or self.sent:
+            return []
+        self.sent = True
+        return [OrderIntent.market(0, SIDE_BUY, 7.0, "once")]
+
+
+async def test_an_unknown_submit_outcome_is_settled_by_lookup_never_by_a_resubmit():
+    cfg = _config(lockstep=False, max_messages=0, duration_s=30.0)
+    strategy = OneShot()
+    engine = LiveEngine(cfg, strategy=strategy, symbols=SYMBOLS)
+    task = asyncio.create_task(engine.run())
+    await _running(engine)
+    await eventually(lambda: engine.trade_updates is not None and engine.trade_updates.connected.is_set(), timeout=30)
+    engine.sim.broker.faults.error_next = 9  # the submit and every lookup the router tries get a 503
+    strategy.armed = True
+    await eventually(lambda: engine.stats.orders_unknown == 1, timeout=30)
+    assert len(engine._open) == 1               # its quantity stays reserved while the outcome is unknown
+    await eventually(lambda: not engine._open, timeout=30)  # a later lookup: the venue never had it
+    engine.request_stop("test over")
+    summary = await asyncio.wait_for(task, 30)
+    assert engine.sim.broker.orders() == []      # never resubmitted
+    assert summary.positions() == {} and summary.open_orders_left == 0
+    _assert_books_agree_with_broker(summary, same_marks=False)
+
+
 class BrokenStart(Strategy):
     def on_start(self, ctx):
         raise KeyError("no such symbol")
