@@ -19,6 +19,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from cpu_fallback.fused import store_fence, stream_store
 from cpu_fallback.indicator_steps import (
     G_MACD,
     G_MACD_HIST,
@@ -134,20 +135,22 @@ def _bar_task(high, low, close, volume, vwap, has_vwap, macd_fast, macd_slow, ma
                     work[M_FAST * BLOCK + i], work[M_SLOW * BLOCK + i], work[M_SIGNAL * BLOCK + i],
                     work[M_SLOW_SUM * BLOCK + i], work[M_FAST_SUM * BLOCK + i], work[M_LINE_SUM * BLOCK + i],
                     n, macd_fast, macd_slow, macd_signal, c)
-            for s in range(s0, s1):
-                log_return[t, s] = work[o + s - s0]
-            for s in range(s0, s1):
-                true_range[t, s] = work[o + BLOCK + s - s0]
-            for s in range(s0, s1):
-                pv[t, s] = work[o + 2 * BLOCK + s - s0]
-            for s in range(s0, s1):
-                out[g0 + G_RANGE_BPS, t, s] = work[o + 3 * BLOCK + s - s0]
-            for s in range(s0, s1):
-                out[g0 + G_MACD, t, s] = work[o + 4 * BLOCK + s - s0]
-            for s in range(s0, s1):
-                out[g0 + G_MACD_SIGNAL, t, s] = work[o + 5 * BLOCK + s - s0]
-            for s in range(s0, s1):
-                out[g0 + G_MACD_HIST, t, s] = work[o + 6 * BLOCK + s - s0]
+            # written once, read back (if at all) long after: streaming stores skip the cache fill
+            _stream_row(log_return[t], work, o, s0, s1)
+            _stream_row(true_range[t], work, o + BLOCK, s0, s1)
+            _stream_row(pv[t], work, o + 2 * BLOCK, s0, s1)
+            _stream_row(out[g0 + G_RANGE_BPS, t], work, o + 3 * BLOCK, s0, s1)
+            _stream_row(out[g0 + G_MACD, t], work, o + 4 * BLOCK, s0, s1)
+            _stream_row(out[g0 + G_MACD_SIGNAL, t], work, o + 5 * BLOCK, s0, s1)
+            _stream_row(out[g0 + G_MACD_HIST, t], work, o + 6 * BLOCK, s0, s1)
+        store_fence()
+
+
+@njit(cache=True, error_model="numpy", boundscheck=False)
+def _stream_row(dest, src, first, s0, s1):
+    """``dest[s0:s1] = src[first:first + s1 - s0]`` with streaming stores."""
+    for i in range(s1 - s0):
+        stream_store(dest, s0 + i, src[first + i])
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -249,9 +252,8 @@ def _window_task(high, low, close, volume, log_close, log_return, true_range, pv
                                  close, log_return, volume, pv, s0 + i, t, n_bars, scratch, 0, i)
             for kind in range(N_WINDOWED_KINDS):
                 row = (K_SMA if kind == K_BB_MIDDLE else kind) * BLOCK  # the middle band is the SMA
-                dest = out[kind * nw + j, t]
-                for i in range(width):
-                    dest[s0 + i] = scr[row + i]
+                _stream_row(out[kind * nw + j, t], scr, row, s0, s1)
+    store_fence()
 
 
 def compute_feature_panel(high, low, close, volume, vwap, windows, macd, out_dtype, out=None):

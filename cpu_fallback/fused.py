@@ -1,4 +1,4 @@
-"""Fused multiply-add and square root as LLVM intrinsics, callable from numba code on any target.
+"""Fused multiply-add, square root and streaming stores as LLVM intrinsics, callable from numba code.
 
 ``sqrt`` exists because numba lowers ``math.sqrt`` to a libm call, which LLVM cannot vectorise; the
 ``llvm.sqrt`` intrinsic is the same correctly rounded IEEE operation (NaN for negative input) and
@@ -8,11 +8,17 @@ TA-Lib's EMA step is ``fma(x - ema, k, ema)``; rounding once instead of twice is
 and MACD agree with it bit for bit. Numba has no ``math.fma`` before Python 3.13, so compiled code
 gets the LLVM intrinsic (one instruction on FMA3 / CUDA hardware, a correctly rounded libm call
 elsewhere) and plain Python (the CUDA simulator) gets an exact rational evaluation.
+
+``stream_store`` writes an array element with a non-temporal hint: a batch panel of features is
+gigabytes written once and not read back by the kernel, and an ordinary store first reads every
+cache line it fills (write-allocate), doubling the memory traffic that bounds the batch CPU path.
+Streaming stores are weakly ordered on x86, so a task that used them ends with ``store_fence``.
 """
 
 from __future__ import annotations
 
 import math
+import platform
 from fractions import Fraction
 
 from llvmlite import ir
@@ -68,5 +74,66 @@ def _llvm_sqrt(typingctx, x):  # noqa: ARG001 - numba's intrinsic signature
 def _sqrt_compiled(x):
     def impl(x):
         return _llvm_sqrt(float(x))
+
+    return impl
+
+
+def stream_store(array, index, value) -> None:
+    """``array[index] = value`` (a 1-D contiguous array) without pulling the line into the cache."""
+    array[index] = value
+
+
+@intrinsic
+def _nontemporal_store(typingctx, array, index, value):  # noqa: ARG001 - numba's intrinsic signature
+    sig = types.void(array, index, value)
+
+    def codegen(context, builder, signature, args):
+        array_type, index_type, value_type = signature.args
+        data = context.make_array(array_type)(context, builder, args[0]).data
+        index_value = context.cast(builder, args[1], index_type, types.intp)
+        element = context.cast(builder, args[2], value_type, array_type.dtype)
+        ptr = builder.gep(data, [index_value], inbounds=True)
+        store = builder.store(element, ptr)
+        store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@overload(stream_store)
+def _stream_store_compiled(array, index, value):
+    if not (isinstance(array, types.Array) and array.ndim == 1 and array.layout == "C"):
+        return None
+
+    def impl(array, index, value):
+        _nontemporal_store(array, index, value)
+
+    return impl
+
+
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+
+
+def store_fence() -> None:
+    """Order earlier streaming stores before anything that follows (a no-op in plain Python)."""
+
+
+@intrinsic
+def _store_fence(typingctx):  # noqa: ARG001 - numba's intrinsic signature
+    def codegen(context, builder, signature, args):  # noqa: ARG001
+        if _X86:
+            fn = builder.module.declare_intrinsic("llvm.x86.sse.sfence", [], ir.FunctionType(ir.VoidType(), []))
+            builder.call(fn, [])
+        else:
+            builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@overload(store_fence)
+def _store_fence_compiled():
+    def impl():
+        _store_fence()
 
     return impl
