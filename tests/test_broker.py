@@ -7,10 +7,15 @@ import json
 import time
 from decimal import Decimal
 
+import h11
 import httpx
 import pytest
 import websockets
 from kit import eventually
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response as WsResponse
+from websockets.uri import parse_uri
 from test_execution_support import AAPL_ASKS, AAPL_BIDS, SIM, auth_headers, book, broker, standard_book  # noqa: F401
 
 from engine.config import SimConfig
@@ -309,6 +314,120 @@ async def test_day_orders_expire_at_end_of_day(http: httpx.AsyncClient, broker: 
     assert broker.expire_day_orders() == 1
     assert (await http.get(f"/v2/orders/{day['id']}")).json()["status"] == "expired"
     assert (await http.get(f"/v2/orders/{gtc['id']}")).json()["status"] == "new"
+
+
+# --- HTTP/1.1 on the wire (raw bytes in, responses parsed with h11) ------------------------------------
+
+
+def wire_request(method: str, target: str, body: bytes = b"", *, extra: str = "", version: str = "1.1") -> bytes:
+    auth = "".join(f"{name}: {value}\r\n" for name, value in auth_headers().items())
+    length = f"Content-Length: {len(body)}\r\n" if body else ""
+    return f"{method} {target} HTTP/{version}\r\nHost: t\r\n{auth}{length}{extra}\r\n".encode() + body
+
+
+async def exchange(broker: PaperBroker, wire: bytes) -> list[tuple[int, dict[str, str], bytes]]:
+    """Write ``wire`` at once, read until the broker closes the connection, and split what came back into responses."""
+    reader, writer = await asyncio.open_connection(*broker.base_url.removeprefix("http://").split(":"))
+    writer.write(wire)
+    received = await asyncio.wait_for(reader.read(), 5)  # to EOF: the broker must close by itself
+    writer.close()
+    parser = h11.Connection(h11.CLIENT)
+    parser.receive_data(received)
+    parser.receive_data(b"")
+    responses = []
+    while parser.their_state is not h11.CLOSED and (parser.trailing_data[0] or parser.their_state is not h11.MUST_CLOSE):
+        parser.send(h11.Request(method="GET", target="/", headers=[("Host", "t")]))  # lets h11 expect a response
+        parser.send(h11.EndOfMessage())
+        status, headers, body = 0, {}, b""
+        while (event := parser.next_event()) and type(event) is not h11.EndOfMessage:
+            if type(event) is h11.Response:
+                status, headers = event.status_code, {k.decode(): v.decode() for k, v in event.headers}
+            elif type(event) is h11.Data:
+                body += event.data
+        responses.append((status, headers, body))
+        if parser.their_state is h11.MUST_CLOSE:
+            break
+        parser.start_next_cycle()
+    return responses
+
+
+async def test_pipelined_keep_alive_requests_then_connection_close(broker: PaperBroker) -> None:
+    order_body = json.dumps({"symbol": "AAPL", "side": "buy", "qty": "3", "type": "market", "time_in_force": "day"}).encode()
+    wire = (
+        wire_request("GET", "/v2/account")
+        + wire_request("POST", "/v2/orders", order_body)
+        + wire_request("GET", "/v2/positions", extra="Connection: close\r\n")
+    )
+    (s1, h1, _), (s2, _, b2), (s3, h3, b3) = await exchange(broker, wire)
+    assert (s1, s2, s3) == (200, 200, 200)
+    assert "connection" not in h1 and int(h1["x-ratelimit-remaining"]) == int(h1["x-ratelimit-limit"]) - 1
+    assert json.loads(b2)["filled_qty"] == "3"
+    assert h3["connection"] == "close" and [p["qty"] for p in json.loads(b3)] == ["3"]
+
+
+async def test_http_1_0_gets_one_response_and_a_close(broker: PaperBroker) -> None:
+    [(status, headers, body)] = await exchange(broker, wire_request("GET", "/v2/account", version="1.0"))
+    assert status == 200 and headers["connection"] == "close" and headers["content-type"] == "application/json; charset=UTF-8"
+    assert json.loads(body)["status"] == "ACTIVE"
+
+
+LIMIT = 1024 * 1024  # request body limit; request heads are limited to 64 KiB
+
+
+@pytest.mark.parametrize(
+    ("wire", "status", "message"),
+    [
+        (b"garbage\r\n\r\n", 400, "malformed request"),
+        (wire_request("GET", "/v2/account", extra=f"X-Pad: {'p' * 70_000}\r\n"), 413, "request header too large"),
+        (wire_request("GET", "/v2/account", extra=f"X-Pad: {'p' * 60_000}\r\n"), 200, None),
+        (wire_request("POST", "/v2/orders", extra=f"Content-Length: {LIMIT + 1}\r\n"), 413, "request body too large"),
+        (wire_request("POST", "/v2/orders", b"{" + b" " * (LIMIT - 2) + b"}"), 422, None),  # at the limit: read, then validated
+        (wire_request("POST", "/v2/orders", extra="Transfer-Encoding: chunked\r\n") + b"zz\r\n", 400, "malformed chunked body"),
+        (wire_request("POST", "/v2/orders", extra="Transfer-Encoding: chunked\r\n") + b"%x\r\n" % (LIMIT + 1) + b"x" * (LIMIT + 1), 413, "request body too large"),
+    ],
+    ids=["bad-request-line", "head-over-64k", "head-under-64k", "body-over-1m", "body-at-1m", "bad-chunk", "chunked-over-1m"],
+)
+async def test_request_limits_and_malformed_requests(broker: PaperBroker, wire: bytes, status: int, message: str | None) -> None:
+    if message is None:
+        wire += wire_request("GET", "/v2/account", extra="Connection: close\r\n")  # the connection lives on
+    replies = await exchange(broker, wire)
+    assert replies[0][0] == status
+    if message is not None:
+        assert replies == [(status, replies[0][1], json.dumps({"code": 40010000, "message": message}, separators=(",", ":")).encode())]
+        assert replies[0][1]["connection"] == "close"
+    else:
+        assert [r[0] for r in replies] == [status, 200]
+
+
+async def stream_handshake(broker: PaperBroker, path: str, *, then: bytes = b"") -> tuple[WsResponse, list[Frame]]:
+    client = ClientProtocol(parse_uri(broker.stream_url.removesuffix("/stream") + path))
+    client.send_request(client.connect())
+    reader, writer = await asyncio.open_connection(*broker.base_url.removeprefix("http://").split(":"))
+    writer.write(b"".join(client.data_to_send()) + then)  # the handshake and the first frame in one write
+    events: list[object] = []
+    while not events or (then and len(events) < 2):
+        data = await asyncio.wait_for(reader.read(65536), 5)
+        if not data:
+            client.receive_eof()
+            events += client.events_received()
+            break
+        client.receive_data(data)
+        events += client.events_received()
+    writer.close()
+    return events[0], events[1:]  # type: ignore[return-value]
+
+
+async def test_stream_upgrade_hands_bytes_sent_behind_the_handshake_to_websockets(broker: PaperBroker) -> None:
+    auth = {"action": "authenticate", "data": {"key_id": "tickforge-sim", "secret_key": "tickforge-sim-secret"}}
+    frame = Frame(Opcode.TEXT, json.dumps(auth).encode()).serialize(mask=True)
+    response, frames = await stream_handshake(broker, "/stream", then=frame)
+    assert response.status_code == 101
+    assert json.loads(frames[0].data) == {"stream": "authorization", "data": {"action": "authenticate", "status": "authorized"}}
+
+
+async def test_upgrade_anywhere_but_stream_is_404(broker: PaperBroker) -> None:
+    response, _ = await stream_handshake(broker, "/v2/stream")
+    assert response.status_code == 404
 
 
 # --- the trade_updates stream ----------------------------------------------------------------------

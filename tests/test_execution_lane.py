@@ -126,6 +126,37 @@ async def test_a_full_pool_is_a_pool_timeout(scripted) -> None:
     assert (await slow).status == 200
 
 
+CUT_SHORT = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 10\r\n\r\n{}"
+UNTIL_CLOSE = b"HTTP/1.0 201 Created\r\nConnection: close\r\nX-Ratelimit-Remaining: 7\r\n\r\n{\"b\":2}"
+
+
+@pytest.mark.parametrize("scripted", [[CUT_SHORT, UNTIL_CLOSE, OK]], indirect=True)
+async def test_a_body_cut_short_is_an_error_and_a_body_up_to_the_close_is_read(scripted) -> None:
+    server, lane = scripted
+    with pytest.raises(httpx.RemoteProtocolError, match="mid-response"):
+        await lane.request("POST", "/x", b"{}")
+    reply = await lane.request("POST", "/x", b"{}")
+    assert (reply.status, reply.reason, reply.content, reply.headers["x-ratelimit-remaining"]) == (201, "Created", b'{"b":2}', "7")
+    assert (await lane.request("POST", "/x", b"{}")).status == 200
+    assert server.connections == 3  # neither of the first two connections could be reused
+
+
+@pytest.mark.parametrize("scripted", [[b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 200_000 + b"\r\nContent-Length: 2\r\n\r\n{}", OK]], indirect=True)
+async def test_a_runaway_response_head_is_refused(scripted) -> None:
+    # h11 refuses once 64 KiB of a head is buffered and still incomplete (a head that completes within
+    # one more read gets through: the bound is on memory, not exact)
+    _, lane = scripted
+    with pytest.raises(httpx.RemoteProtocolError, match="too large"):
+        await lane.request("POST", "/x", b"{}")
+    assert (await lane.request("POST", "/x", b"{}")).status == 200
+
+
+def test_header_values_are_checked_once_and_never_echoed() -> None:
+    with pytest.raises(ValueError, match="not valid") as bad:
+        OrderLane("http://127.0.0.1:1", {"APCA-API-SECRET-KEY": "sec\r\nret"}, fast_execution())
+    assert "sec" not in str(bad.value)
+
+
 @pytest.mark.parametrize("scripted", [[b"garbage\r\n\r\n"]], indirect=True)
 async def test_a_malformed_response_is_a_protocol_error(scripted) -> None:
     _, lane = scripted

@@ -1,12 +1,14 @@
 """Order lane: a lean HTTP/1.1 keep-alive client for the one hot request, ``POST /v2/orders``.
 
 httpx is the client for every call, but a request through it costs on the order of a millisecond of
-CPU on a small machine (request model, auth and redirect plumbing, httpcore, anyio, h11), which is
-most of an order's latency budget. The lane sends an order as one pre-assembled write on a pooled
-keep-alive connection (TLS for ``https``) and parses the reply by hand. It honours the same per-phase
-timeouts as the httpx client (connect, write, read per read, pool) and fails with httpx's own
-exception types, so callers classify its failures exactly like httpx's. It does not follow
-redirects, use proxies or accept compressed bodies (it asks for ``identity``).
+CPU on a small machine (request model, auth and redirect plumbing, httpcore, anyio), which is most of
+an order's latency budget. The lane keeps only the part that must happen: h11 frames the request and
+parses the response (status line, headers, Content-Length or chunked bodies, 1xx, keep-alive state),
+and this module does the asyncio I/O around it: one write per request on a pooled keep-alive
+connection (TLS for ``https``). It honours the same per-phase timeouts as the httpx client (connect,
+write, read per read, pool) and fails with httpx's own exception types, so callers classify its
+failures exactly like httpx's. It does not follow redirects, use proxies or accept compressed bodies
+(it asks for ``identity``).
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import h11
 import httpx
 
 from engine.config import ExecutionConfig
 
-_MAX_HEAD = 64 * 1024
+_MAX_HEAD = 64 * 1024  # h11 gives up on a response head still incomplete at this size
+_READ_SIZE = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,11 +39,12 @@ class LaneResponse:
 
 
 class _Connection:
-    __slots__ = ("reader", "writer")
+    __slots__ = ("reader", "writer", "http")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.http = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD)
 
     @property
     def usable(self) -> bool:
@@ -104,7 +109,11 @@ class OrderLane:
             "Content-Type": "application/json",
             **headers,
         }
-        self._fixed_headers = "".join(f"{name}: {value}\r\n" for name, value in fixed.items()).encode("latin-1")
+        self._fixed_headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in fixed.items()]
+        try:  # a bad header fails here, once, not on every order (and never echoes a value: it may be a secret)
+            h11.Request(method=b"POST", target=b"/", headers=self._fixed_headers)
+        except h11.LocalProtocolError:
+            raise ValueError("order lane headers are not valid HTTP header fields") from None
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(max_connections)
         self._closed = False
@@ -135,9 +144,15 @@ class OrderLane:
         conn: _Connection | None = None
         try:
             conn = await self._checkout()
-            message = b"%s %s%s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s" % (
-                method.encode(), self._prefix.encode(), path.encode(), self._fixed_headers, len(body), body
-            )
+            http = conn.http
+            try:
+                headers = [*self._fixed_headers, (b"Content-Length", b"%d" % len(body))]
+                message = http.send(h11.Request(method=method.encode(), target=(self._prefix + path).encode(), headers=headers))
+                if body:
+                    message += http.send(h11.Data(data=body))
+                message += http.send(h11.EndOfMessage())
+            except h11.LocalProtocolError:
+                raise httpx.LocalProtocolError(f"cannot frame {method} {path} as HTTP/1.1") from None
             writer = conn.writer
             try:
                 writer.write(message)  # one write: the socket takes it at once unless its buffer is full
@@ -150,13 +165,13 @@ class OrderLane:
                 raise httpx.WriteTimeout("timed out writing the request") from None
             except (ConnectionError, OSError) as exc:
                 raise httpx.WriteError(f"write failed: {exc}") from None
-            response, reusable = await self._read_response(conn.reader, method)
+            response = await self._read_response(conn)
         except BaseException:
             if conn is not None:
                 conn.close()
             self._slots.release()
             raise
-        if reusable and not self._closed:
+        if self._reusable(conn.http) and not self._closed:
             self._idle.append(conn)
         else:
             conn.close()
@@ -172,7 +187,7 @@ class OrderLane:
         try:
             async with _deadline(self._config.connect_timeout_s):
                 reader, writer = await asyncio.open_connection(
-                    self._host, self._port, ssl=self._ssl, server_hostname=self._host if self._ssl else None, limit=_MAX_HEAD
+                    self._host, self._port, ssl=self._ssl, server_hostname=self._host if self._ssl else None
                 )
         except TimeoutError:
             raise httpx.ConnectTimeout(f"timed out connecting to {self._host}:{self._port}") from None
@@ -180,60 +195,52 @@ class OrderLane:
             raise httpx.ConnectError(f"cannot connect to {self._host}:{self._port}: {exc}") from None
         return _Connection(reader, writer)
 
-    async def _read_response(self, reader: asyncio.StreamReader, method: str) -> tuple[LaneResponse, bool]:
+    async def _read_response(self, conn: _Connection) -> LaneResponse:
+        http, reader = conn.http, conn.reader
         read_timeout = self._config.read_timeout_s
+        head: h11.Response | None = None
+        chunks: list[bytes] = []
+        received = False  # any byte of this response yet
         try:
-            async with _deadline(read_timeout):
-                head = await reader.readuntil(b"\r\n\r\n")
-            while head.startswith(b"HTTP/1.1 1"):  # 1xx interim responses: skip
-                async with _deadline(read_timeout):
-                    head = await reader.readuntil(b"\r\n\r\n")
-            lines = head[:-4].decode("latin-1").split("\r\n")
-            version, status_text, *reason = lines[0].split(" ", 2)
-            status = int(status_text)
-            headers: dict[str, str] = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            reusable = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-            if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-                content = b""
-            elif "chunked" in headers.get("transfer-encoding", "").lower():
-                content = await self._read_chunked(reader, read_timeout)
-            elif "content-length" in headers:
-                length = int(headers["content-length"])
-                async with _deadline(read_timeout):
-                    content = await reader.readexactly(length) if length else b""
-            else:  # delimited by the end of the connection
-                async with _deadline(read_timeout):
-                    content = await reader.read()
-                reusable = False
+            while True:
+                event = http.next_event()
+                if event is h11.NEED_DATA:
+                    async with _deadline(read_timeout):
+                        data = await reader.read(_READ_SIZE)
+                    received = received or bool(data)
+                    http.receive_data(data)  # b"": the server closed its side
+                    continue
+                kind = type(event)
+                if kind is h11.Data:
+                    chunks.append(event.data)  # type: ignore[union-attr]
+                elif kind is h11.Response:
+                    head = event  # type: ignore[assignment]
+                elif kind is h11.EndOfMessage:
+                    break
+                elif kind is h11.ConnectionClosed:
+                    raise h11.RemoteProtocolError("connection closed")
+                # InformationalResponse (1xx): interim, the final response follows
         except TimeoutError:
             raise httpx.ReadTimeout("timed out reading the response") from None
-        except asyncio.IncompleteReadError as exc:
-            if not exc.partial and exc.expected is None:
+        except h11.RemoteProtocolError as exc:
+            if not received:
                 raise httpx.RemoteProtocolError("server disconnected without sending a response") from None
-            raise httpx.RemoteProtocolError("server closed the connection mid-response") from None
-        except asyncio.LimitOverrunError:
-            raise httpx.RemoteProtocolError("response header too large") from None
-        except (ValueError, IndexError):
-            raise httpx.RemoteProtocolError("malformed response") from None
+            if http.trailing_data[1]:
+                raise httpx.RemoteProtocolError("server closed the connection mid-response") from None
+            if exc.error_status_hint == 431:
+                raise httpx.RemoteProtocolError("response header too large") from None
+            raise httpx.RemoteProtocolError(f"malformed response: {exc}") from None
         except (ConnectionError, OSError) as exc:
             raise httpx.ReadError(f"read failed: {exc}") from None
-        return LaneResponse(status, reason[0] if reason else "", headers, content), reusable
+        assert head is not None  # h11 emits the Response before any Data or EndOfMessage
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in head.headers}  # names come lower-cased
+        content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return LaneResponse(head.status_code, head.reason.decode("latin-1"), headers, bytes(content))
 
     @staticmethod
-    async def _read_chunked(reader: asyncio.StreamReader, read_timeout: float) -> bytes:
-        chunks = []
-        while True:
-            async with _deadline(read_timeout):
-                size_line = await reader.readuntil(b"\r\n")
-            size = int(size_line.split(b";")[0].strip(), 16)
-            if size == 0:
-                async with _deadline(read_timeout):
-                    while (await reader.readuntil(b"\r\n")) != b"\r\n":
-                        pass  # trailers
-                return b"".join(chunks)
-            async with _deadline(read_timeout):
-                chunks.append(await reader.readexactly(size))
-                await reader.readexactly(2)
+    def _reusable(http: h11.Connection) -> bool:
+        """Keep-alive as h11 judged it, and nothing unasked-for left in the buffer."""
+        if http.our_state is not h11.DONE or http.their_state is not h11.DONE or http.trailing_data[0]:
+            return False
+        http.start_next_cycle()
+        return True

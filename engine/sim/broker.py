@@ -8,8 +8,9 @@ the source reports that symbol's book changed. Cash, buying power and positions 
 The wire protocol is Alpaca's: the same paths, JSON shapes with decimals as strings, status codes
 and ``{"code", "message"}`` error bodies, ``X-Ratelimit-*`` headers and 429 + ``Retry-After`` past
 the limit, and the ``/stream`` WebSocket (authenticate, listen, binary frames) on the same port, so
-unmodified Alpaca SDK clients work against it. HTTP/1.1 is served by a small keep-alive server of our
-own; the WebSocket side uses the ``websockets`` library's protocol engine. Fault switches
+unmodified Alpaca SDK clients work against it. HTTP/1.1 is parsed and framed by h11 (keep-alive,
+Content-Length and chunked bodies) around an asyncio connection loop; a WebSocket upgrade leaves h11
+for the ``websockets`` library's protocol engine on the same socket. Fault switches
 (``broker.faults``) inject delays, dropped responses, 5xx and 429 bursts for tests.
 
 Simplifications, on purpose: no market sessions (opg/cls behave as day orders, day orders expire only
@@ -34,8 +35,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import h11
 import msgspec
+from websockets.datastructures import Headers as WsHeaders
 from websockets.frames import Opcode
+from websockets.http11 import Request as WsRequest
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
@@ -66,6 +70,7 @@ _ORDER_TYPES = ("market", "limit", "stop", "stop_limit")
 _TIME_IN_FORCE = ("day", "gtc", "opg", "cls", "ioc", "fok")
 _MAX_HEADER_BYTES = 64 * 1024
 _MAX_BODY_BYTES = 1024 * 1024
+_READ_SIZE = 64 * 1024
 _REASONS = {
     200: "OK", 204: "No Content", 207: "Multi-Status", 400: "Bad Request", 401: "Unauthorized",
     403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 411: "Length Required",
@@ -440,42 +445,46 @@ class PaperBroker:
         if task is not None:
             self._tasks.add(task)  # type: ignore[arg-type]
         self._connections.add(writer)
+        http = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEADER_BYTES)
         try:
             while True:
                 try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, ConnectionError):
+                    request = await _next_event(http, reader)
+                except h11.RemoteProtocolError as exc:
+                    if not http.trailing_data[1]:  # a bad head, not a client that hung up mid-request
+                        status, message = (413, "request header too large") if exc.error_status_hint == 431 else (400, "malformed request")
+                        writer.write(_http_response(http, status, _error_body(40010000, message), close=True))
                     return
-                except asyncio.LimitOverrunError:
-                    writer.write(_http_response(413, _error_body(40010000, "request header too large"), close=True))
+                if type(request) is not h11.Request:  # ConnectionClosed: the client is done
                     return
-                try:
-                    method, target, version, headers = _parse_head(head)
-                except ValueError:
-                    writer.write(_http_response(400, _error_body(40010000, "malformed request"), close=True))
+                headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in request.headers}
+                target = request.target.decode("latin-1")
+                if len(target) + sum(len(name) + len(value) + 4 for name, value in headers.items()) > _MAX_HEADER_BYTES:
+                    # h11 bounds only a head still incomplete; one that arrived whole in a read is measured here
+                    writer.write(_http_response(http, 413, _error_body(40010000, "request header too large"), close=True))
                     return
                 if headers.get("upgrade", "").lower() == "websocket":
-                    await self._serve_stream(reader, writer, head, target)
+                    await self._serve_stream(reader, writer, http, request)
                     return
                 try:
-                    body = await _read_body(reader, headers)
+                    body = await _read_body(http, reader, headers)
                 except _ApiError as exc:
-                    writer.write(_http_response(exc.status, _error_body(exc.code, exc.message), close=True))
+                    writer.write(_http_response(http, exc.status, _error_body(exc.code, exc.message), close=True))
                     return
-                except (asyncio.IncompleteReadError, ConnectionError):
+                except h11.RemoteProtocolError:  # hung up mid-body
                     return
-                keep_alive = headers.get("connection", "").lower() != "close" and version == "HTTP/1.1"
                 try:
-                    status, payload, extra = await self._handle(method, target, headers, body)
+                    status, payload, extra = await self._handle(request.method.decode("latin-1"), target, headers, body)
                 except _Drop:
                     writer.close()
                     return
-                writer.write(_http_response(status, payload, extra, close=not keep_alive))
+                writer.write(_http_response(http, status, payload, extra))
                 if writer.transport.get_write_buffer_size() > 256 * 1024:
                     await writer.drain()
-                if not keep_alive:
+                if http.our_state is not h11.DONE or http.their_state is not h11.DONE:  # h11 says close
                     return
-        except asyncio.CancelledError:
+                http.start_next_cycle()
+        except (asyncio.CancelledError, ConnectionError):
             pass
         except Exception:  # a bug here must not kill the server; the client sees a dropped connection
             log.exception("paper broker: connection handler failed")
@@ -1007,9 +1016,14 @@ class PaperBroker:
                 client.send(payload)
         self.stats["events"] += 1
 
-    async def _serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes, target: str) -> None:
+    async def _serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, http: h11.Connection, upgrade: h11.Request) -> None:
+        """Leave h11 for websockets: it re-reads the upgrade request (it validates the handshake itself),
+        then whatever frames the client sent right behind it, then the socket."""
         protocol = ServerProtocol(max_size=1 << 20, logger=_wire_log)
-        protocol.receive_data(head)
+        target = upgrade.target.decode("latin-1")
+        headers = WsHeaders((name.decode("latin-1"), value.decode("latin-1")) for name, value in upgrade.headers.raw_items())
+        handshake = WsRequest(target, headers, upgrade.method.decode("latin-1"), "HTTP/" + upgrade.http_version.decode("latin-1"))
+        protocol.receive_data(handshake.serialize())
         events = protocol.events_received()
         if not events:
             return
@@ -1028,8 +1042,9 @@ class PaperBroker:
         self._streams.add(client)
         fragments: list[bytes] = []
         try:
+            early = bytes(http.trailing_data[0])  # frames the client sent right behind its handshake
             while protocol.state is not State.CLOSED and not writer.is_closing():
-                data = await reader.read(65536)
+                data, early = early or await reader.read(65536), b""
                 if not data:
                     protocol.receive_eof()
                     break
@@ -1041,7 +1056,7 @@ class PaperBroker:
                             message, fragments = b"".join(fragments), []
                             self._on_stream_message(client, message)
                 client.flush()
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except ConnectionError:
             pass
         finally:
             self._streams.discard(client)
@@ -1083,64 +1098,54 @@ class PaperBroker:
 # --- HTTP helpers ------------------------------------------------------------------------------------
 
 
-def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
-    lines = head[:-4].decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise ValueError("bad request line")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise ValueError("bad header line")
-        headers[name.strip().lower()] = value.strip()
-    return parts[0], parts[1], parts[2], headers
+async def _next_event(http: h11.Connection, reader: asyncio.StreamReader) -> h11.Event | type[h11.PAUSED]:
+    """h11's next event, reading from the socket while it needs more bytes."""
+    while True:
+        event = http.next_event()
+        if event is not h11.NEED_DATA:
+            return event  # type: ignore[return-value]
+        http.receive_data(await reader.read(_READ_SIZE))  # b"": the client closed its side
 
 
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
-    if "chunked" in headers.get("transfer-encoding", "").lower():
-        chunks = []
-        total = 0
-        while True:
-            size_line = await reader.readuntil(b"\r\n")
-            try:
-                size = int(size_line.split(b";")[0].strip(), 16)
-            except ValueError:
-                raise _ApiError(400, 40010000, "malformed chunked body") from None
-            if size == 0:
-                while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
-                    pass
-                return b"".join(chunks)
-            total += size
-            if total > _MAX_BODY_BYTES:
-                raise _ApiError(413, 40010000, "request body too large")
-            chunks.append(await reader.readexactly(size))
-            await reader.readexactly(2)
-    length = headers.get("content-length")
-    if length is None:
-        return b""
-    try:
-        n = int(length)
-    except ValueError:
-        raise _ApiError(400, 40010000, "bad Content-Length") from None
-    if n < 0 or n > _MAX_BODY_BYTES:
+async def _read_body(http: h11.Connection, reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+    """The request body, up to ``_MAX_BODY_BYTES`` (h11 undoes the Content-Length or chunked framing)."""
+    if int(headers.get("content-length", 0)) > _MAX_BODY_BYTES:  # h11 has checked it is a number
         raise _ApiError(413, 40010000, "request body too large")
-    return await reader.readexactly(n) if n else b""
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        try:
+            event = await _next_event(http, reader)
+        except h11.RemoteProtocolError:
+            if http.trailing_data[1]:
+                raise  # the client hung up mid-body
+            raise _ApiError(400, 40010000, "malformed chunked body") from None
+        if type(event) is h11.EndOfMessage:
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        data = event.data  # type: ignore[union-attr]
+        total += len(data)
+        if total > _MAX_BODY_BYTES:
+            raise _ApiError(413, 40010000, "request body too large")
+        chunks.append(bytes(data))
 
 
-def _http_response(status: int, payload: bytes | None, extra: list[tuple[str, str]] = (), *, close: bool = False) -> bytes:  # type: ignore[assignment]
-    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}"]
+def _http_response(
+    http: h11.Connection, status: int, payload: bytes | None, extra: list[tuple[str, str]] = (), *, close: bool = False  # type: ignore[assignment]
+) -> bytes:
+    """One whole response framed by h11 (it adds ``Connection: close`` itself when keep-alive is off)."""
+    headers: list[tuple[str, str]] = []
     if payload is not None:
-        lines.append("Content-Type: application/json; charset=UTF-8")
-        lines.append(f"Content-Length: {len(payload)}")
+        headers.append(("Content-Type", "application/json; charset=UTF-8"))
+        headers.append(("Content-Length", str(len(payload))))
     elif status != 204:
-        lines.append("Content-Length: 0")
-    for name, value in extra:
-        lines.append(f"{name}: {value}")
+        headers.append(("Content-Length", "0"))
+    headers.extend(extra)
     if close:
-        lines.append("Connection: close")
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return head + payload if payload else head
+        headers.append(("Connection", "close"))
+    wire = http.send(h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, "Status")))
+    if payload:
+        wire += http.send(h11.Data(data=payload))  # type: ignore[operator]
+    return wire + http.send(h11.EndOfMessage())  # type: ignore[operator]
 
 
 def _error_body(code: int, message: str) -> bytes:
