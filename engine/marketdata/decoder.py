@@ -335,43 +335,42 @@ class Decoder:
             ids = [i if i is not None else id_of(s) for i, s in zip(ids, names)]
         return np.array(ids, dtype=np.int32)
 
-    def _keep(self, batch: DecodedBatch, kind: str, names: list[str], ts_ok: np.ndarray, sids: np.ndarray) -> np.ndarray | None:
-        """Mask of the messages to keep, or None when all are good (the common case)."""
-        sym_ok = sids != UNKNOWN_SYMBOL
-        keep = ts_ok & sym_ok
-        if keep.all():
-            return None
-        for k in np.flatnonzero(~keep):
-            if not ts_ok[k]:
-                self._drop(batch, DROP_BAD_TIMESTAMP, f"{kind} {names[k]}")
-            else:
-                self._drop(batch, DROP_UNKNOWN_SYMBOL, f"{kind} {names[k]}")
-        return keep
-
-    def _trades(self, items: list[Any], is_json: bool, batch: DecodedBatch) -> np.ndarray:
+    def _head(self, items: list[Any], is_json: bool, batch: DecodedBatch, kind: str
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Timestamps and symbol ids of the messages, and the mask of those to keep (None when all are
+        good, the common case); the others are counted drops."""
         names = [m.S for m in items]
         ts, ok = self._timestamps([m.t for m in items], is_json)
         sids = self._symbol_ids(names)
-        out = np.zeros(len(items), TRADE_DTYPE)
+        keep = ok & (sids != UNKNOWN_SYMBOL)
+        if keep.all():
+            return ts, sids, None
+        for k in np.flatnonzero(~keep):
+            self._drop(batch, DROP_UNKNOWN_SYMBOL if ok[k] else DROP_BAD_TIMESTAMP, f"{kind} {names[k]}")
+        return ts, sids, keep
+
+    def _records(self, items: list[Any], is_json: bool, batch: DecodedBatch, kind: str, dtype: np.dtype
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+        """A ``dtype`` row per message with the columns every record has (ts_ns, recv_ns, symbol_id)
+        filled, and the keep mask of ``_head``."""
+        ts, sids, keep = self._head(items, is_json, batch, kind)
+        out = np.zeros(len(items), dtype)
         out["ts_ns"] = ts
         out["recv_ns"] = batch.recv_ns
         out["symbol_id"] = sids
+        return out, keep
+
+    def _trades(self, items: list[Any], is_json: bool, batch: DecodedBatch) -> np.ndarray:
+        out, keep = self._records(items, is_json, batch, "trade", TRADE_DTYPE)
         out["exchange"] = _codes([m.x for m in items])
         out["tape"] = _codes([m.z for m in items])
         out["price"] = [m.p for m in items]
         out["size"] = [m.s for m in items]
         out["trade_id"] = [m.i for m in items]
-        keep = self._keep(batch, "trade", names, ok, sids)
         return out if keep is None else out[keep]
 
     def _quotes(self, items: list[Any], is_json: bool, batch: DecodedBatch) -> np.ndarray:
-        names = [m.S for m in items]
-        ts, ok = self._timestamps([m.t for m in items], is_json)
-        sids = self._symbol_ids(names)
-        out = np.zeros(len(items), QUOTE_DTYPE)
-        out["ts_ns"] = ts
-        out["recv_ns"] = batch.recv_ns
-        out["symbol_id"] = sids
+        out, keep = self._records(items, is_json, batch, "quote", QUOTE_DTYPE)
         out["bid_exchange"] = _codes([m.bx for m in items])
         out["ask_exchange"] = _codes([m.ax for m in items])
         out["tape"] = _codes([m.z for m in items])
@@ -379,17 +378,10 @@ class Decoder:
         out["bid_size"] = [m.bs for m in items]
         out["ask_price"] = [m.ap for m in items]
         out["ask_size"] = [m.as_ for m in items]
-        keep = self._keep(batch, "quote", names, ok, sids)
         return out if keep is None else out[keep]
 
     def _bars(self, items: list[Any], is_json: bool, batch: DecodedBatch, wire: dict[str, Any]) -> np.ndarray:
-        names = [m.S for m in items]
-        ts, ok = self._timestamps([m.t for m in items], is_json)
-        sids = self._symbol_ids(names)
-        out = np.zeros(len(items), BAR_DTYPE)
-        out["ts_ns"] = ts
-        out["recv_ns"] = batch.recv_ns
-        out["symbol_id"] = sids
+        out, keep = self._records(items, is_json, batch, "bar", BAR_DTYPE)
         updated, daily = wire["UpdatedBar"], wire["DailyBar"]
         out["flags"] = [FLAG_UPDATED_BAR if type(m) is updated else FLAG_DAILY_BAR if type(m) is daily else 0 for m in items]
         out["open"] = [m.o for m in items]
@@ -399,14 +391,10 @@ class Decoder:
         out["volume"] = [m.v for m in items]
         out["vwap"] = [m.vw for m in items]
         out["trade_count"] = [m.n for m in items]
-        keep = self._keep(batch, "bar", names, ok, sids)
         return out if keep is None else out[keep]
 
     def _book(self, items: list[Any], is_json: bool, batch: DecodedBatch) -> np.ndarray:
-        names = [m.S for m in items]
-        ts, ok = self._timestamps([m.t for m in items], is_json)
-        sids = self._symbol_ids(names)
-        keep = self._keep(batch, "orderbook", names, ok, sids)
+        ts, sids, keep = self._head(items, is_json, batch, "orderbook")
         if keep is not None:
             items = [m for m, k in zip(items, keep) if k]
             ts, sids = ts[keep], sids[keep]
