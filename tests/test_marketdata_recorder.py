@@ -14,7 +14,7 @@ from engine.config import FeedConfig, SimConfig
 from engine.errors import InputError
 from engine.marketdata.client import StreamClient
 from engine.marketdata.recorder import Recorder
-from engine.marketdata.replay import RecordedMarket, paced, read_frames, replay_into_book
+from engine.marketdata.replay import RecordedMarket, apaced, paced, read_frames, replay_into_book
 from engine.sim.exchange import MarketDataServer
 from engine.sim.market import SyntheticMarket
 
@@ -100,6 +100,14 @@ def test_pacing_and_bad_input(tmp_path):
         list(read_frames(bad))
     with pytest.raises(InputError, match="not found"):
         list(read_frames(tmp_path / "missing.jsonl.gz"))
+
+
+async def test_async_pacing_yields_every_frame_in_order():
+    frames = [(1_000_000_000 + k * 1_000_000, f"[{k}]") for k in range(5)]
+    assert [f async for f in apaced(frames, math.inf)] == frames
+    assert [f async for f in apaced(frames, 1e6)] == frames
+    with pytest.raises(InputError):
+        [f async for f in apaced(frames, -1.0)]
 
 
 def test_record_and_replay_commands(tmp_path, capsys):

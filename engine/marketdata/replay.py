@@ -59,41 +59,38 @@ def read_frames(path: str | os.PathLike[str]) -> Iterator[tuple[int, str | bytes
                 raise InputError(f"{path}:{number}: line has neither 'text' nor 'msgpack'")
 
 
-def _delay_s(first_recv: int, recv_ns: int, start: float, speed: float) -> float:
-    return start + (recv_ns - first_recv) / 1e9 / speed - time.monotonic()
+def _delays(frames: Iterable[tuple[int, str | bytes]], speed: float) -> Iterator[tuple[float | None, int, str | bytes]]:
+    """Each frame with the seconds left to wait before it is due (None: ``speed`` is inf, never wait).
+    The wait is measured when the frame is pulled, so time spent by the consumer counts."""
+    if not speed > 0:
+        raise InputError("replay speed must be > 0 (use inf for as fast as possible)")
+    finite = math.isfinite(speed)
+    first: int | None = None
+    start = time.monotonic()
+    for recv_ns, frame in frames:
+        if not finite:
+            yield None, recv_ns, frame
+            continue
+        if first is None:
+            first = recv_ns
+        yield start + (recv_ns - first) / 1e9 / speed - time.monotonic(), recv_ns, frame
 
 
 def paced(frames: Iterable[tuple[int, str | bytes]], speed: float = 1.0) -> Iterator[tuple[int, str | bytes]]:
     """Yield frames spaced as recorded, divided by ``speed`` (``math.inf``: no waiting)."""
-    if not speed > 0:
-        raise InputError("replay speed must be > 0 (use inf for as fast as possible)")
-    first: int | None = None
-    start = time.monotonic()
-    for recv_ns, frame in frames:
-        if math.isfinite(speed):
-            if first is None:
-                first = recv_ns
-            delay = _delay_s(first, recv_ns, start, speed)
-            if delay > 0:
-                time.sleep(delay)
+    for delay, recv_ns, frame in _delays(frames, speed):
+        if delay is not None and delay > 0:
+            time.sleep(delay)
         yield recv_ns, frame
 
 
 async def apaced(frames: Iterable[tuple[int, str | bytes]], speed: float = 1.0) -> AsyncIterator[tuple[int, str | bytes]]:
     """``paced`` for asyncio code: waits with ``asyncio.sleep`` so the loop keeps running."""
-    if not speed > 0:
-        raise InputError("replay speed must be > 0 (use inf for as fast as possible)")
-    first: int | None = None
-    start = time.monotonic()
-    for recv_ns, frame in frames:
-        if math.isfinite(speed):
-            if first is None:
-                first = recv_ns
-            delay = _delay_s(first, recv_ns, start, speed)
-            if delay > 0:
-                await asyncio.sleep(delay)
-        else:
-            await asyncio.sleep(0)
+    for delay, recv_ns, frame in _delays(frames, speed):
+        if delay is None:
+            await asyncio.sleep(0)  # as fast as possible, but other tasks still get a turn per frame
+        elif delay > 0:
+            await asyncio.sleep(delay)
         yield recv_ns, frame
 
 
