@@ -361,6 +361,7 @@ def main() -> None:
         if a:
             print(f"  tick -> ack       p50 {_us(a['p50_ns'])}  p99 {_us(a['p99_ns'])}  max {_us(a['max_ns'])}   (target p99 <= 2,000 us)")
         result["loopback"][str(rate)] = run  # type: ignore[index]
+    result["cross_section"] = bench_cross_section(args.quick)
     result["targets"] = {"tick_to_decision_p99_ns": 50_000, "tick_to_ack_p99_ns_at_100k": 2_000_000}
     lb = result["loopback"].get(str(RATES[-1]), {})  # type: ignore[union-attr]
     result["meets_targets"] = {
