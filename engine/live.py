@@ -54,7 +54,7 @@ from numba import njit
 from engine.backend import Backend, resolve_backend
 from engine.config import LiveConfig, SimConfig, TickforgeConfig
 from engine.dashboard import Dashboard, RunView, print_summary
-from engine.errors import InputError, TickforgeError
+from engine.errors import InputError
 from engine.events import (
     BAR_DTYPE,
     ORDER_LIMIT,
@@ -62,7 +62,6 @@ from engine.events import (
     ORDER_STOP,
     ORDER_STOP_LIMIT,
     SIDE_BUY,
-    SIDE_SELL,
     TIF_CLS,
     TIF_DAY,
     TIF_FOK,
