@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -92,30 +92,25 @@ class LiveCollector:
     def _name(self, name: str) -> str:
         return f"{self.ns}_{name}"
 
+    def _by_label(self, name: str, documentation: str, label: str, counts: Mapping[str, int]) -> CounterMetricFamily:
+        """One counter family with a sample per label value (sorted, so scrapes list them stably)."""
+        family = CounterMetricFamily(self._name(name), documentation, labels=[label])
+        for value, n in sorted(dict(counts).items()):
+            family.add_metric([value], n)
+        return family
+
     def collect(self) -> Iterator[Metric]:
         s = self.stats
-        messages = CounterMetricFamily(self._name("messages"), "Market data messages processed", labels=["kind"])
-        for kind, n in sorted(dict(s.messages).items()):
-            messages.add_metric([kind], n)
-        yield messages
+        yield self._by_label("messages", "Market data messages processed", "kind", s.messages)
         yield CounterMetricFamily(self._name("frames"), "Decoded market data frames", value=s.frames)
-        drops = CounterMetricFamily(self._name("drops"), "Messages dropped, by reason", labels=["reason"])
-        for reason, n in sorted(dict(s.drops).items()):
-            drops.add_metric([reason], n)
-        yield drops
+        yield self._by_label("drops", "Messages dropped, by reason", "reason", s.drops)
         yield CounterMetricFamily(self._name("reconnects"), "Market data reconnects", value=s.reconnects)
-        orders = CounterMetricFamily(self._name("orders"), "Orders sent to the broker, by side", labels=["side"])
-        for side, n in sorted(dict(s.orders).items()):
-            orders.add_metric([side], n)
-        yield orders
+        yield self._by_label("orders", "Orders sent to the broker, by side", "side", s.orders)
         yield CounterMetricFamily(self._name("orders_acked"), "Orders acknowledged by the broker", value=s.orders_acked)
         yield CounterMetricFamily(self._name("orders_rejected"), "Orders rejected by the broker", value=s.orders_rejected)
         yield CounterMetricFamily(self._name("cancels"), "Cancel requests sent", value=s.cancels)
         yield CounterMetricFamily(self._name("fills"), "Executions received", value=s.fills)
-        denials = CounterMetricFamily(self._name("denials"), "Orders denied by pre-trade risk, by reason", labels=["reason"])
-        for reason, n in sorted(dict(s.denials).items()):
-            denials.add_metric([reason], n)
-        yield denials
+        yield self._by_label("denials", "Orders denied by pre-trade risk, by reason", "reason", s.denials)
         yield CounterMetricFamily(self._name("strategy_errors"), "Strategy handler exceptions", value=s.strategy_errors)
         halted = GaugeMetricFamily(self._name("trading_halted"), "1 when the kill switch is engaged")
         halted.add_metric([], 1.0 if s.trading_state == "HALTED" else 0.0)
