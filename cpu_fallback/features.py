@@ -4,7 +4,8 @@ Same function names and signatures as ``gpu_kernels.features``. Panels are ``(ba
 float64; the result is one ``(n_features, bars, symbols)`` array whose feature order is
 ``indicator_steps.WINDOWED_KINDS`` x windows, then ``GLOBAL_KINDS``.
 
-``prange`` spreads blocks of ``BLOCK`` symbols over the cores; each task walks time, all windows,
+``prange`` spreads blocks of at most ``BLOCK`` symbols over the cores (at least one block per
+thread, see ``block_width``); each task walks time, all windows,
 with the block's symbols in a few small inner loops, each calling one branch-free lane function of
 ``indicator_steps`` (scalars in, scalars out) so it vectorises across symbols; the state
 (``st[slot, symbol]``) stays in L1. The rare window-wide
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -75,9 +77,19 @@ from cpu_fallback.indicator_steps import (
     window_step,
 )
 
-__all__ = ["BLOCK", "N_MACD_STATE", "N_STATE", "compute_feature_panel", "n_features", "stream_reset", "stream_update"]
+__all__ = ["BLOCK", "block_width", "N_MACD_STATE", "N_STATE", "compute_feature_panel", "n_features", "stream_reset", "stream_update"]
 
-BLOCK = 64  # symbols per task: 512 bytes of a float64 panel row, a few SIMD vectors wide
+BLOCK = 256  # most symbols per task: 2 KiB runs of each output row, state for 4 windows fits in L2
+LANE_ALIGN = 8  # block widths are multiples of a cache line of float64 where possible
+
+
+def block_width(n_symbols: int, n_threads: int) -> int:
+    """Symbols per task: as wide as ``BLOCK`` allows (long contiguous output runs are what the memory
+    system rewards), but narrow enough that every thread gets a block."""
+    n_tasks = max(-(-n_symbols // BLOCK), min(n_threads, -(-n_symbols // LANE_ALIGN)))
+    width = -(-n_symbols // n_tasks)
+    width = -(-width // LANE_ALIGN) * LANE_ALIGN
+    return max(1, min(BLOCK, width))
 
 
 def n_features(n_windows: int) -> int:
@@ -92,13 +104,13 @@ N_BAR_OUT = 7  # bar pass scratch rows: log return, true range, pv, range_bps, m
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def _bar_pass(high, low, close, volume, vwap, has_vwap, macd_fast, macd_slow, macd_signal, n_windows,
-              log_close, log_return, true_range, pv, out):
+              log_close, log_return, true_range, pv, out, width):
     """Per-bar series (log close, log return, true range, price*volume), MACD and range_bps."""
     n_symbols = close.shape[1]
-    n_blocks = (n_symbols + BLOCK - 1) // BLOCK
+    n_blocks = (n_symbols + width - 1) // width
     for b in prange(n_blocks):
         _bar_task(high, low, close, volume, vwap, has_vwap, macd_fast, macd_slow, macd_signal, n_windows,
-                  log_close, log_return, true_range, pv, out, b * BLOCK, min(n_symbols, b * BLOCK + BLOCK))
+                  log_close, log_return, true_range, pv, out, b * width, min(n_symbols, b * width + width))
 
 
 @njit(cache=True, error_model="numpy")
@@ -154,13 +166,13 @@ def _stream_row(dest, src, first, s0, s1):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _window_pass(high, low, close, volume, log_close, log_return, true_range, pv, windows, out):
+def _window_pass(high, low, close, volume, log_close, log_return, true_range, pv, windows, out, width):
     """Every windowed feature: one task per block of symbols, all windows inside it."""
     n_symbols = close.shape[1]
-    n_blocks = (n_symbols + BLOCK - 1) // BLOCK
+    n_blocks = (n_symbols + width - 1) // width
     for b in prange(n_blocks):
         _window_task(high, low, close, volume, log_close, log_return, true_range, pv, windows, out,
-                     b * BLOCK, min(n_symbols, b * BLOCK + BLOCK))
+                     b * width, min(n_symbols, b * width + width))
 
 
 @njit(cache=True, error_model="numpy")
@@ -277,9 +289,10 @@ def compute_feature_panel(high, low, close, volume, vwap, windows, macd, out_dty
     has_vwap = vwap is not None
     vwap_panel = vwap if has_vwap else np.empty((1, 1))
     fast, slow, signal = (int(p) for p in macd)
+    width = block_width(n_symbols, numba.get_num_threads())
     _bar_pass(high, low, close, volume, vwap_panel, has_vwap, fast, slow, signal, len(windows),
-              log_close, log_return, true_range, pv, out)
-    _window_pass(high, low, close, volume, log_close, log_return, true_range, pv, windows, out)
+              log_close, log_return, true_range, pv, out, width)
+    _window_pass(high, low, close, volume, log_close, log_return, true_range, pv, windows, out, width)
     return out
 
 

@@ -79,7 +79,7 @@ def _sqrt_compiled(x):
 
 
 def stream_store(array, index, value) -> None:
-    """``array[index] = value`` (a 1-D contiguous array) without pulling the line into the cache."""
+    """``array[index] = value`` (1-D) without pulling the line into the cache where it is contiguous."""
     array[index] = value
 
 
@@ -102,8 +102,14 @@ def _nontemporal_store(typingctx, array, index, value):  # noqa: ARG001 - numba'
 
 @overload(stream_store)
 def _stream_store_compiled(array, index, value):
-    if not (isinstance(array, types.Array) and array.ndim == 1 and array.layout == "C"):
+    if not (isinstance(array, types.Array) and array.ndim == 1):
         return None
+    if array.layout != "C":  # a strided view: a plain store (the hint needs consecutive elements)
+
+        def plain(array, index, value):
+            array[index] = value
+
+        return plain
 
     def impl(array, index, value):
         _nontemporal_store(array, index, value)
