@@ -130,8 +130,11 @@ def _bar_task(high, low, close, volume, vwap, has_vwap, macd_fast, macd_slow, ma
             first_bar = t == 0
             for s in range(s0, s1):
                 i = s - s0
-                prev_close = np.nan if first_bar else close[prev, s]
-                prev_log_close = np.nan if first_bar else log_close[prev, s]
+                # unconditional loads, then selects: a conditional load keeps the loop scalar
+                loaded_close = close[prev, s]
+                loaded_log_close = log_close[prev, s]
+                prev_close = np.nan if first_bar else loaded_close
+                prev_log_close = np.nan if first_bar else loaded_log_close
                 bar_vwap = vwap[t, s] if has_vwap else np.nan
                 work[o + i], work[o + BLOCK + i], work[o + 2 * BLOCK + i], work[o + 3 * BLOCK + i] = bar_lane(
                     high[t, s], low[t, s], close[t, s], volume[t, s], bar_vwap, prev_close,
@@ -191,7 +194,6 @@ def _window_task(high, low, close, volume, log_close, log_return, true_range, pv
     flags = np.zeros(BLOCK, np.int64)
     for t in range(n_bars):
         prev = t - 1 if t > 0 else 0
-        first_bar = t == 0
         for s in range(s0, s1):
             i = s - s0
             c = close[t, s]
@@ -225,7 +227,9 @@ def _window_task(high, low, close, volume, log_close, log_return, true_range, pv
                     close[t, s], close[old, s], close[trail, s])
             for s in range(s0, s1):
                 i = s - s0
-                prev_close = np.nan if first_bar else close[prev, s]
+                # bar 0's previous close is never read (rsi_lane zeroes n <= 1), and a conditional
+                # load would keep this loop scalar
+                prev_close = close[prev, s]
                 ws[S_GAIN * BLOCK + i], ws[S_LOSS * BLOCK + i], scr[K_RSI * BLOCK + i] = rsi_lane(
                     ws[S_GAIN * BLOCK + i], ws[S_LOSS * BLOCK + i], cnt[i], w, close[t, s], prev_close)
             for s in range(s0, s1):
