@@ -81,6 +81,17 @@ async def test_one_write_per_request_and_the_connection_is_reused(scripted) -> N
     assert b"APCA-API-KEY-ID: k\r\n" in first and b"Content-Length: 11\r\n" in first and b"Accept-Encoding: identity" in first
 
 
+@pytest.mark.parametrize("scripted", [[OK, OK, OK, OK]], indirect=True)
+async def test_each_body_length_gets_its_own_content_length(scripted) -> None:
+    server, lane = scripted
+    bodies = [b'{"qty":"1"}', b"{}", b'{"qty":"1"}', b'{"qty":"12"}']
+    for body in bodies:
+        assert (await lane.request("POST", "/v2/orders", body)).status == 200
+    for raw, body in zip(server.requests, bodies, strict=True):
+        head, _, sent = raw.partition(b"\r\n\r\n")
+        assert sent == body and f"Content-Length: {len(body)}".encode() in head.split(b"\r\n")
+
+
 CHUNKED = b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n"
 INTERIM = b"HTTP/1.1 100 Continue\r\n\r\n" + OK
 CLOSING = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}"

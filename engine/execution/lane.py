@@ -5,7 +5,9 @@ CPU on a small machine (request model, auth and redirect plumbing, httpcore, any
 an order's latency budget. The lane keeps only the part that must happen: h11 frames the request and
 parses the response (status line, headers, Content-Length or chunked bodies, 1xx, keep-alive state),
 and this module does the asyncio I/O around it: one write per request on a pooled keep-alive
-connection (TLS for ``https``). It honours the same per-phase timeouts as the httpx client (connect,
+connection (TLS for ``https``). h11's framing of a request head is kept per method, path and body
+length, so an order reaches the socket without waiting on h11's header checks and state machine;
+the connection's h11 state is brought up to date right after the write. It honours the same per-phase timeouts as the httpx client (connect,
 write, read per read, pool) and fails with httpx's own exception types, so callers classify its
 failures exactly like httpx's. It does not follow redirects, use proxies or accept compressed bodies
 (it asks for ``identity``).
@@ -28,6 +30,8 @@ from engine.config import ExecutionConfig
 
 _MAX_HEAD = 64 * 1024  # h11 gives up on a response head still incomplete at this size
 _READ_SIZE = 64 * 1024
+_MAX_CACHED_HEADS = 512  # validated request heads kept per lane (one per method, path and body length)
+_END = h11.EndOfMessage()  # h11 events are immutable values: one serves every request
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +118,7 @@ class OrderLane:
             h11.Request(method=b"POST", target=b"/", headers=self._fixed_headers)
         except h11.LocalProtocolError:
             raise ValueError("order lane headers are not valid HTTP header fields") from None
+        self._heads: dict[tuple[str, str, int], tuple[h11.Request, bytes]] = {}
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(max_connections)
         self._closed = False
@@ -144,20 +149,21 @@ class OrderLane:
         conn: _Connection | None = None
         try:
             conn = await self._checkout()
-            http = conn.http
             try:
-                headers = [*self._fixed_headers, (b"Content-Length", b"%d" % len(body))]
-                message = http.send(h11.Request(method=method.encode(), target=(self._prefix + path).encode(), headers=headers))
-                if body:
-                    message += http.send(h11.Data(data=body))
-                message += http.send(h11.EndOfMessage())
+                head, head_bytes = self._request_head(method, path, len(body))
             except h11.LocalProtocolError:
                 raise httpx.LocalProtocolError(f"cannot frame {method} {path} as HTTP/1.1") from None
             writer = conn.writer
             try:
-                writer.write(message)  # one write: the socket takes it at once unless its buffer is full
+                writer.write(head_bytes + body)  # one write: the socket takes it at once unless its buffer is full
                 if on_sent is not None:
                     on_sent(time.perf_counter_ns())
+                # now, with the order on the wire, h11 records the request it must parse the response to
+                http = conn.http
+                http.send(head)
+                if body:
+                    http.send(h11.Data(data=body))
+                http.send(_END)
                 if writer.transport.get_write_buffer_size():
                     async with _deadline(cfg.write_timeout_s):
                         await writer.drain()
@@ -165,6 +171,8 @@ class OrderLane:
                 raise httpx.WriteTimeout("timed out writing the request") from None
             except (ConnectionError, OSError) as exc:
                 raise httpx.WriteError(f"write failed: {exc}") from None
+            except h11.LocalProtocolError as exc:  # h11 refused its own bookkeeping: the connection is unusable
+                raise httpx.LocalProtocolError(f"HTTP/1.1 state error: {exc}") from None
             response = await self._read_response(conn)
         except BaseException:
             if conn is not None:
@@ -177,6 +185,24 @@ class OrderLane:
             conn.close()
         self._slots.release()
         return response
+
+    def _request_head(self, method: str, path: str, length: int) -> tuple[h11.Request, bytes]:
+        """h11's request event for this method, path and body length, and h11's framing of it.
+
+        Both are made once and reused: building an ``h11.Request`` checks every header against the
+        grammar and ``Connection.send`` runs h11's state machine, together several times the cost of
+        the rest of the send. Order bodies come in few lengths, so the framed head is written as is
+        and the connection's h11 state catches up once the order is on the wire.
+        """
+        key = (method, path, length)
+        cached = self._heads.get(key)
+        if cached is None:
+            if len(self._heads) >= _MAX_CACHED_HEADS:
+                self._heads.clear()
+            headers = [*self._fixed_headers, (b"Content-Length", b"%d" % length)]
+            head = h11.Request(method=method.encode(), target=(self._prefix + path).encode(), headers=headers)
+            cached = self._heads[key] = (head, h11.Connection(h11.CLIENT).send(head))  # type: ignore[assignment]
+        return cached  # type: ignore[return-value]
 
     async def _checkout(self) -> _Connection:
         while self._idle:
