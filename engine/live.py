@@ -446,6 +446,10 @@ class LiveEngine:
         self._changed = np.zeros(n, dtype=np.int64)
         self._mark_ids = np.zeros(n, dtype=np.int64)
         self._mids = np.zeros(n, dtype=np.float64)
+        # marks of flat symbols wait here until something reads them (risk check, fill, view)
+        self._mark_pending = np.zeros(n, dtype=np.bool_)
+        self._mark_pending_mid = np.zeros(n, dtype=np.float64)
+        self._n_mark_pending = 0
         self._bar_ns = self.live_cfg.bar_seconds * 1_000_000_000
         self._next_bar_end = 0  # no bar can close before this event time: skip the flush call
         self.bars = BarAggregator(n, [self.live_cfg.bar_seconds])
@@ -477,7 +481,9 @@ class LiveEngine:
         ctx = self.ctx
         _copy_tops(self._tob_buf[:0], ctx.best_bid_price, ctx.best_ask_price, ctx.best_bid_size, ctx.best_ask_size,
                    self._seen_epoch, 0, self._changed, 0)
-        _marks_of(self._changed[:0], ctx.best_bid_price, ctx.best_ask_price, self._mark_ids, self._mids)
+        _finish_changed(self._changed, 0, ctx.best_bid_price, ctx.best_ask_price, ctx.position,
+                        self._mark_pending, self._mark_pending_mid, self._mark_ids, self._mids)
+        _take_pending_marks(self._mark_pending, self._mark_pending_mid, self._mark_ids, self._mids)
         self.bars.add_trades(np.zeros(0, dtype=TRADE_DTYPE))
         self.bars.flush(0)
         from engine.features import StreamingFeatures  # noqa: PLC0415
@@ -562,12 +568,20 @@ class LiveEngine:
         stats = self.stats
         stats.frames += 1
         self._messages += batch.n_messages
-        for kind, n in (("trade", len(batch.trades)), ("quote", len(batch.quotes)), ("bar", len(batch.bars)),
-                        ("book", batch.n_book_messages)):
-            if n:
-                stats.messages[kind] = stats.messages.get(kind, 0) + n
-        for drop in batch.drops:
-            LiveStats.bump(stats.drops, drop.reason)
+        counts = stats.messages
+        n = len(batch.quotes)
+        if n:
+            counts["quote"] = counts.get("quote", 0) + n
+        n = len(batch.trades)
+        if n:
+            counts["trade"] = counts.get("trade", 0) + n
+        if len(batch.bars):
+            counts["bar"] = counts.get("bar", 0) + len(batch.bars)
+        if batch.n_book_messages:
+            counts["book"] = counts.get("book", 0) + batch.n_book_messages
+        if batch.drops:
+            for drop in batch.drops:
+                LiveStats.bump(stats.drops, drop.reason)
         event_ns = batch.last_ts_ns or batch.recv_ns
         ctx = self.ctx
         ctx.now_ns = event_ns
@@ -610,11 +624,22 @@ class LiveEngine:
                 tob, ctx.best_bid_price, ctx.best_ask_price, ctx.best_bid_size, ctx.best_ask_size,
                 self._seen_epoch, self._book_epoch, self._changed, n_changed,
             )
-        changed = np.sort(self._changed[:n_changed])
-        marked = _marks_of(changed, ctx.best_bid_price, ctx.best_ask_price, self._mark_ids, self._mids)
+        # one call: sort the touched symbols, mark the ones held now (P&L and the daily loss limit see
+        # every move of a position) and park the mids of flat ones until a risk check or view needs them
+        marked = _finish_changed(self._changed, n_changed, ctx.best_bid_price, ctx.best_ask_price, ctx.position,
+                                 self._mark_pending, self._mark_pending_mid, self._mark_ids, self._mids)
         if marked:
             self.risk.update_marks(self._mark_ids[:marked], self._mids[:marked])
-        return changed
+        self._n_mark_pending += n_changed - marked
+        return self._changed[:n_changed].copy()
+
+    def _flush_marks(self) -> None:
+        """Hand the parked marks of flat symbols to risk (before a check, a fill, a view)."""
+        if self._n_mark_pending:
+            self._n_mark_pending = 0
+            n = _take_pending_marks(self._mark_pending, self._mark_pending_mid, self._mark_ids, self._mids)
+            if n:
+                self.risk.update_marks(self._mark_ids[:n], self._mids[:n])
 
     def _apply_trades(self, trades: np.ndarray, event_ns: int) -> tuple[list[BarClose], list[Any]]:
         """Fold trades into bars; at each closed boundary update features and the cross-section."""
@@ -690,6 +715,8 @@ class LiveEngine:
         """Risk-check the strategy's intents in order; returns the actions to dispatch."""
         actions: list[tuple[str, int]] = []
         approved: list[int] = []
+        if intents and self._n_mark_pending:
+            self._flush_marks()
         risk_ts = event_ns if self.lockstep else 0  # lock-step: the rate window runs on event time
         n = len(self.universe)
         for intent in intents:
@@ -840,6 +867,7 @@ class LiveEngine:
             LiveStats.bump(self.stats.drops, "fill_unknown_symbol")
             log.warning("fill for %s, which this engine does not trade; not booked", symbol)
             return
+        self._flush_marks()
         self.risk.apply_fill(sid, side, qty, price, exec_id=exec_id, ts_ns=ts_ns)
         self.ctx.position[sid] = self.risk.tracker.qty(sid)
         self.stats.fills += 1
@@ -1042,6 +1070,8 @@ class LiveEngine:
             except Exception as exc:
                 log.warning("could not read the broker's positions and account: %s", exc)
         await self._close_connections()
+        if hasattr(self, "risk"):
+            self._flush_marks()
         rows = self.symbol_rows(all_symbols=True)
         realized = sum(r.realized_pnl for r in rows)
         unrealized = sum(r.unrealized_pnl for r in rows)
@@ -1071,6 +1101,7 @@ class LiveEngine:
     def symbol_rows(self, all_symbols: bool = False) -> list[SymbolRow]:
         if not hasattr(self, "risk"):
             return []
+        # no mark flush here (the metrics thread calls this): parked marks are of flat symbols only
         tracker = self.risk.tracker
         ctx = self.ctx
         rows = []
@@ -1116,14 +1147,38 @@ def _copy_tops(tob, bid_px, ask_px, bid_sz, ask_sz, seen_epoch, epoch, changed, 
 
 
 @njit(cache=True)
-def _marks_of(symbol_ids, bid_px, ask_px, out_ids, out_mids):  # pragma: no cover - njit
-    """Mid prices of the symbols with a two-sided book (the P&L marks); returns how many."""
+def _finish_changed(changed, n_changed, bid_px, ask_px, position, pending, pending_mid, out_ids, out_mids):  # pragma: no cover - njit
+    """Sort ``changed[:n_changed]`` in place and take the mids of the symbols with a two-sided book
+    (the P&L marks): held symbols into ``out_ids/out_mids`` (returns how many), flat ones parked in
+    ``pending/pending_mid`` (their mark moves no P&L; risk gets it before its next check)."""
+    if n_changed > 1:
+        changed[:n_changed] = np.sort(changed[:n_changed])
     n = 0
-    for s in symbol_ids:
+    for i in range(n_changed):
+        s = changed[i]
         bid, ask = bid_px[s], ask_px[s]
         if bid > 0.0 and ask > 0.0:  # NaN compares false: an empty side is skipped
+            mid = 0.5 * (bid + ask)
+            if position[s] != 0.0:
+                out_ids[n] = s
+                out_mids[n] = mid
+                n += 1
+                pending[s] = False  # this mark is newer than the parked one
+            else:
+                pending[s] = True
+                pending_mid[s] = mid
+    return n
+
+
+@njit(cache=True)
+def _take_pending_marks(pending, pending_mid, out_ids, out_mids):  # pragma: no cover - njit
+    """Collect and clear the parked marks, in symbol order; returns how many."""
+    n = 0
+    for s in range(pending.shape[0]):
+        if pending[s]:
+            pending[s] = False
             out_ids[n] = s
-            out_mids[n] = 0.5 * (bid + ask)
+            out_mids[n] = pending_mid[s]
             n += 1
     return n
 

@@ -83,6 +83,7 @@ class DecodedBatch:
     n_messages: int = 0       # messages in the frame, good or bad
     n_book_messages: int = 0  # orderbook messages behind ``book_deltas``
     n_ignored: int = 0        # documented types the engine does not use (statuses, lulds, news, ...)
+    _last_ts_ns: int = field(default=-1, repr=False, compare=False)
 
     @property
     def n_events(self) -> int:
@@ -90,11 +91,16 @@ class DecodedBatch:
 
     @property
     def last_ts_ns(self) -> int:
-        """Latest exchange timestamp in the batch (0 when it has no market data)."""
+        """Latest exchange timestamp in the batch (0 when it has no market data).
+
+        Computed once and kept: the stream client and the live engine both ask for every frame."""
+        if self._last_ts_ns >= 0:
+            return self._last_ts_ns
         best = 0
         for arr in (self.trades, self.quotes, self.bars, self.book_deltas):
             if len(arr):
                 best = max(best, int(arr["ts_ns"].max()))
+        self._last_ts_ns = best
         return best
 
 
