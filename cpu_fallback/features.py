@@ -8,9 +8,14 @@ float64; the result is one ``(n_features, bars, symbols)`` array whose feature o
 thread, see ``block_width``); each task walks time, all windows,
 with the block's symbols in a few small inner loops, each calling one branch-free lane function of
 ``indicator_steps`` (scalars in, scalars out) so it vectorises across symbols; the state
-(``st[slot, symbol]``) stays in L1. The rare window-wide
+(``st[slot, symbol]``, about 47 KiB per window at 256 symbols) stays in L2. The rare window-wide
 work (re-seeds, variance rebuilds) runs after the inner loop for the flagged symbols only.
 The streaming update calls the same step functions one symbol at a time, so it equals the batch.
+
+Memory traffic and SIMD set the speed (500 x 10,000 bars, 4 windows, on the 2-core CI box): the output
+panel is 2.4 GB written once, so it is written with streaming stores (no cache-line fill before
+each write) in runs as long as the block allows; inner loops load their inputs unconditionally
+(a load behind a condition keeps LLVM from vectorising the loop).
 """
 
 from __future__ import annotations
