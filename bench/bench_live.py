@@ -326,7 +326,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.cross_section_only:
         print(f"machine: {machine()}")
-        write_result("bench_live_cross_section" + ("-quick" if args.quick else ""), {"cross_section": bench_cross_section(args.quick)})
+        write_result("live_cross_section" + ("-quick" if args.quick else ""), {"cross_section": bench_cross_section(args.quick)})
         return
     n_messages = 20_000 if args.quick else 100_000
     loop_seconds = 2.0 if args.quick else 8.0
@@ -345,6 +345,7 @@ def main() -> None:
         print(f"  tickforge  p50 {_us(o['p50_ns'])}  p99 {_us(o['p99_ns'])}  max {_us(o['max_ns'])}  ({per_msg_ours:,.0f} ns/msg, {ours_decisions:,} decisions)")
         print(f"  alpaca-py  p50 {_us(p['p50_ns'])}  p99 {_us(p['p99_ns'])}  max {_us(p['max_ns'])}  ({per_msg_peer:,.0f} ns/msg, {peer_decisions:,} decisions)")
         print(f"  ratio (peer / tickforge): p50 {ratio50:.1f}x, p99 {ratio99:.1f}x")
+        print("  tickforge stages p50/p99: " + ", ".join(f"{k} {_us(v['p50_ns'])}/{_us(v['p99_ns'])}" for k, v in stages.items()))
         result["in_process"][str(rate)] = {  # type: ignore[index]
             "frame_messages": frame_messages, "frames": len(frames),
             "tickforge": {**o, "ns_per_message": per_msg_ours, "decisions": ours_decisions, "stages": stages},
@@ -368,7 +369,7 @@ def main() -> None:
         "tick_to_decision_p99": bool(lb and lb["tick_to_decision"] and lb["tick_to_decision"]["p99_ns"] <= 50_000),
         "tick_to_ack_p99": bool(lb and lb["tick_to_ack"] and lb["tick_to_ack"]["p99_ns"] <= 2_000_000),
     }
-    write_result("bench_live" + ("-quick" if args.quick else ""), result)
+    write_result("live" + ("-quick" if args.quick else ""), result)
 
 
 if __name__ == "__main__":
