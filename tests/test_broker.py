@@ -19,7 +19,8 @@ from websockets.uri import parse_uri
 from test_execution_support import AAPL_ASKS, AAPL_BIDS, SIM, auth_headers, book, broker, standard_book  # noqa: F401
 
 from engine.config import SimConfig
-from engine.sim.broker import LiquiditySource, PaperBroker, StaticBook
+from engine.sim.broker import PaperBroker, StaticBook
+from engine.sim.market import LiquiditySource
 
 
 @pytest.fixture

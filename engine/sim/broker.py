@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import h11
@@ -45,6 +45,7 @@ from websockets.server import ServerProtocol
 
 from engine.config import SimConfig
 from engine.events import SIDE_ASK, SIDE_BID
+from engine.sim.market import LiquiditySource
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +79,6 @@ _REASONS = {
     500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
 }
 _encode = msgspec.json.encode
-
-
-@runtime_checkable
-class LiquiditySource(Protocol):
-    """What the broker fills against (the synthetic market implements the same protocol)."""
-
-    def symbols(self) -> list[str]: ...
-    def top_of_book(self, symbol: str) -> tuple[float, float, float, float] | None: ...  # bid_px, bid_sz, ask_px, ask_sz
-    def depth(self, symbol: str, side: int, levels: int) -> list[tuple[float, float]]: ...  # best first
-    def add_listener(self, callback: Callable[[list[str]], None]) -> None: ...
 
 
 class StaticBook:
