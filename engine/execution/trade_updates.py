@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, WebSocketException
 
+from engine._logs import wire_logger
 from engine.errors import TickforgeError
 from engine.execution.client import AlpacaRestClient
 from engine.execution.models import Order, TradeUpdate, side_code
@@ -34,19 +35,7 @@ from engine.execution.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
-
-class _RedactAuthFrames(logging.Filter):
-    """websockets logs every frame at DEBUG; the authenticate frame holds the secret, so blank it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args and any("authenticate" in str(arg) for arg in record.args):  # type: ignore[union-attr]
-            record.msg, record.args = "%s", ("[authenticate frame redacted]",)
-        return True
-
-
-#: the WebSocket library's own log lines for this stream (frames at DEBUG), with credentials redacted
-_wire_log = logging.getLogger(__name__ + ".wire")
-_wire_log.addFilter(_RedactAuthFrames())
+_wire_log = wire_logger(__name__)  # websockets frame logs, auth frames redacted
 
 #: on_fill(symbol, side (SIDE_BUY/SIDE_SELL), qty, price, exec_id, ts_ns, order)
 FillCallback = Callable[[str, int, float, float, str, int, Order], "Awaitable[None] | None"]

@@ -43,6 +43,7 @@ from websockets.http11 import Request as WsRequest
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from engine._logs import wire_logger
 from engine.config import SimConfig
 from engine.events import SIDE_ASK, SIDE_BID
 from engine.sim.market import LiquiditySource
@@ -50,17 +51,7 @@ from engine.sim.market import LiquiditySource
 log = logging.getLogger(__name__)
 
 
-class _RedactAuthFrames(logging.Filter):
-    """websockets logs every frame at DEBUG; an authenticate frame holds a secret, so blank it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args and any("authenticate" in str(arg) for arg in record.args):  # type: ignore[union-attr]
-            record.msg, record.args = "%s", ("[authenticate frame redacted]",)
-        return True
-
-
-_wire_log = logging.getLogger(__name__ + ".wire")
-_wire_log.addFilter(_RedactAuthFrames())
+_wire_log = wire_logger(__name__)  # websockets frame logs, auth frames redacted
 
 _ZERO = Decimal(0)
 _CENT = Decimal("0.01")
