@@ -155,7 +155,9 @@ class AlpacaRestClient:
         if self._lane is None:
             response = await self.send("POST", self._orders_url, content=body, extensions=extensions)
             return Order.model_validate_json(response.content)
-        await self.limiter.acquire()
+        limiter = self.limiter
+        if not limiter.try_acquire():  # a free token is the usual case: no coroutine for it
+            await limiter.acquire()
         reply = await self._lane.request("POST", "/v2/orders", body, on_sent=on_sent)
         self.limiter.observe(reply.status, reply.headers)
         if reply.status >= 400:

@@ -148,7 +148,15 @@ class OrderLane:
             await self._slots.acquire()
         conn: _Connection | None = None
         try:
-            conn = await self._checkout()
+            idle = self._idle
+            while idle:  # the usual case: a pooled keep-alive connection, taken without an await
+                conn = idle.pop()
+                if conn.usable:
+                    break
+                conn.close()  # the server closed it while idle (or left junk on it)
+                conn = None
+            if conn is None:
+                conn = await self._connect()
             try:
                 head, head_bytes = self._request_head(method, path, len(body))
             except h11.LocalProtocolError:
@@ -204,12 +212,7 @@ class OrderLane:
             cached = self._heads[key] = (head, h11.Connection(h11.CLIENT).send(head))  # type: ignore[assignment]
         return cached  # type: ignore[return-value]
 
-    async def _checkout(self) -> _Connection:
-        while self._idle:
-            conn = self._idle.pop()
-            if conn.usable:
-                return conn
-            conn.close()  # the server closed it while idle (or left junk on it)
+    async def _connect(self) -> _Connection:
         try:
             async with _deadline(self._config.connect_timeout_s):
                 reader, writer = await asyncio.open_connection(

@@ -104,10 +104,15 @@ class OrderRequest(BaseModel):
             "type": self.type,
             "time_in_force": self.time_in_force,
         }
-        for name in ("qty", "notional", "limit_price", "stop_price"):
-            value = getattr(self, name)
-            if value is not None:
-                fields[name] = format(value, "f")
+        # field by field rather than a getattr loop: this runs on every order, before the send
+        if self.qty is not None:
+            fields["qty"] = format(self.qty, "f")
+        if self.notional is not None:
+            fields["notional"] = format(self.notional, "f")
+        if self.limit_price is not None:
+            fields["limit_price"] = format(self.limit_price, "f")
+        if self.stop_price is not None:
+            fields["stop_price"] = format(self.stop_price, "f")
         if self.extended_hours:
             fields["extended_hours"] = True
         coid = client_order_id or self.client_order_id

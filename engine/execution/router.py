@@ -117,7 +117,7 @@ class OrderRouter:
         if quote is None and self._quotes is not None:
             quote = self._quotes(request.symbol)
         bid, ask = quote if quote is not None else (None, None)
-        request = self.guard.check(request, bid, ask).request
+        request = self.guard.screen(request, bid, ask)
         coid = request.client_order_id or self.ids.next()
         return request, coid, request.to_wire(coid)
 
