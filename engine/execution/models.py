@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from collections.abc import Callable
 from typing import Any, Literal
 
 import msgspec
@@ -78,18 +79,28 @@ class OrderRequest(BaseModel):
     extended_hours: bool = False
     client_order_id: str | None = Field(None, min_length=1, max_length=128)
 
+    def __init__(self, /, **data: Any) -> None:
+        # Orders are built on every signal, on the latency path, and pydantic's validator is a large
+        # body of code that runs cache-cold after the engine waited on the network (tens of
+        # microseconds). Input already in its final types (str, int or finite Decimal, bool) is
+        # checked here against the same rules; anything else, valid or not, goes through pydantic,
+        # so errors and conversions stay pydantic's own.
+        values = _plain_order_fields(data)
+        if values is None:
+            super().__init__(**data)
+            return
+        # the instance state pydantic's own model_construct sets, through the slots' descriptors
+        _SET_DICT(self, values)
+        _SET_FIELDS_SET(self, set(data))
+        _SET_EXTRA(self, None)
+        _SET_PRIVATE(self, None)
+
     @model_validator(mode="after")
     def _consistent(self) -> OrderRequest:
-        if (self.qty is None) == (self.notional is None):
-            raise ValueError("exactly one of qty or notional is required")
-        needs_limit = self.type in ("limit", "stop_limit")
-        needs_stop = self.type in ("stop", "stop_limit")
-        if needs_limit != (self.limit_price is not None):
-            raise ValueError(f"limit_price is {'required' if needs_limit else 'not allowed'} for {self.type} orders")
-        if needs_stop != (self.stop_price is not None):
-            raise ValueError(f"stop_price is {'required' if needs_stop else 'not allowed'} for {self.type} orders")
-        if self.extended_hours and (self.type != "limit" or self.time_in_force != "day"):
-            raise ValueError("extended_hours orders must be limit orders with time_in_force day")
+        problem = _inconsistency(self.type, self.time_in_force, self.qty, self.notional, self.limit_price,
+                                 self.stop_price, self.extended_hours)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     @property
@@ -119,6 +130,90 @@ class OrderRequest(BaseModel):
         if coid is not None:
             fields["client_order_id"] = coid
         return _encode(fields)
+
+
+def _inconsistency(
+    type: str, time_in_force: str, qty: object, notional: object, limit_price: object, stop_price: object,
+    extended_hours: bool,
+) -> str | None:
+    """Why these ``OrderRequest`` fields cannot go together, or None."""
+    if (qty is None) == (notional is None):
+        return "exactly one of qty or notional is required"
+    needs_limit = type in ("limit", "stop_limit")
+    needs_stop = type in ("stop", "stop_limit")
+    if needs_limit != (limit_price is not None):
+        return f"limit_price is {'required' if needs_limit else 'not allowed'} for {type} orders"
+    if needs_stop != (stop_price is not None):
+        return f"stop_price is {'required' if needs_stop else 'not allowed'} for {type} orders"
+    if extended_hours and (type != "limit" or time_in_force != "day"):
+        return "extended_hours orders must be limit orders with time_in_force day"
+    return None
+
+
+def _slot_setter(name: str) -> Callable[[object, object], None]:
+    descriptor = vars(BaseModel).get(name)
+    if descriptor is not None and hasattr(descriptor, "__set__"):
+        return descriptor.__set__  # type: ignore[no-any-return]
+    return lambda obj, value: object.__setattr__(obj, name, value)  # a pydantic without these slots
+
+
+_SET_DICT = _slot_setter("__dict__")
+_SET_FIELDS_SET = _slot_setter("__pydantic_fields_set__")
+_SET_EXTRA = _slot_setter("__pydantic_extra__")
+_SET_PRIVATE = _slot_setter("__pydantic_private__")
+_ORDER_TYPES = frozenset(("market", "limit", "stop", "stop_limit"))
+_TIMES_IN_FORCE = frozenset(("day", "gtc", "opg", "cls", "ioc", "fok"))
+_ORDER_FIELDS = frozenset(OrderRequest.model_fields)
+
+
+def _plain_decimal(value: object) -> Decimal | None:
+    """A positive int or positive finite ``Decimal`` as stored; None for anything else."""
+    kind = type(value)
+    if kind is int:
+        return Decimal(value) if value > 0 else None  # type: ignore[arg-type,operator]
+    if kind is Decimal and value.is_finite() and value > 0:  # type: ignore[union-attr,operator]
+        return value  # type: ignore[return-value]
+    return None
+
+
+def _plain_order_fields(data: dict[str, Any]) -> dict[str, object] | None:
+    """``OrderRequest``'s stored fields when ``data`` is valid and already in final types, else None."""
+    if not _ORDER_FIELDS.issuperset(data):
+        return None
+    get = data.get
+    symbol = get("symbol")
+    side = get("side")
+    kind = get("type", "market")
+    tif = get("time_in_force", "day")
+    extended_hours = get("extended_hours", False)
+    coid = get("client_order_id")
+    if not (
+        type(symbol) is str and 0 < len(symbol) <= 32  # type: ignore[arg-type]
+        and type(side) is str and (side == "buy" or side == "sell")
+        and type(kind) is str and kind in _ORDER_TYPES
+        and type(tif) is str and tif in _TIMES_IN_FORCE
+        and type(extended_hours) is bool
+        and (coid is None or (type(coid) is str and 0 < len(coid) <= 128))
+    ):
+        return None
+    qty = get("qty")
+    notional = get("notional")
+    limit_price = get("limit_price")
+    stop_price = get("stop_price")
+    if qty is not None and (qty := _plain_decimal(qty)) is None:
+        return None
+    if notional is not None and (notional := _plain_decimal(notional)) is None:
+        return None
+    if limit_price is not None and (limit_price := _plain_decimal(limit_price)) is None:
+        return None
+    if stop_price is not None and (stop_price := _plain_decimal(stop_price)) is None:
+        return None
+    if _inconsistency(kind, tif, qty, notional, limit_price, stop_price, extended_hours) is not None:  # type: ignore[arg-type]
+        return None
+    return {
+        "symbol": symbol, "side": side, "type": kind, "time_in_force": tif, "qty": qty, "notional": notional,
+        "limit_price": limit_price, "stop_price": stop_price, "extended_hours": extended_hours, "client_order_id": coid,
+    }
 
 
 class _Response(BaseModel):
