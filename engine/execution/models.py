@@ -117,19 +117,25 @@ class OrderRequest(BaseModel):
         }
         # field by field rather than a getattr loop: this runs on every order, before the send
         if self.qty is not None:
-            fields["qty"] = format(self.qty, "f")
+            fields["qty"] = _plain_notation(self.qty)
         if self.notional is not None:
-            fields["notional"] = format(self.notional, "f")
+            fields["notional"] = _plain_notation(self.notional)
         if self.limit_price is not None:
-            fields["limit_price"] = format(self.limit_price, "f")
+            fields["limit_price"] = _plain_notation(self.limit_price)
         if self.stop_price is not None:
-            fields["stop_price"] = format(self.stop_price, "f")
+            fields["stop_price"] = _plain_notation(self.stop_price)
         if self.extended_hours:
             fields["extended_hours"] = True
         coid = client_order_id or self.client_order_id
         if coid is not None:
             fields["client_order_id"] = coid
         return _encode(fields)
+
+
+def _plain_notation(value: Decimal) -> str:
+    """``format(value, "f")``: ``str`` already is plain notation unless it chose an exponent, and costs far less."""
+    text = str(value)
+    return format(value, "f") if "E" in text else text
 
 
 def _inconsistency(

@@ -17,6 +17,7 @@ from typing import Literal
 from engine.execution.errors import SlippageRejected
 from engine.execution.models import OrderRequest
 
+_INF = math.inf
 _CENT = Decimal("0.01")
 _SUB_PENNY = Decimal("0.0001")
 _CRYPTO_STEP = Decimal("0.000000001")
@@ -69,7 +70,8 @@ class SlippageGuard:
     ) -> tuple[Literal["pass", "converted", "unchecked"], OrderRequest, float]:
         if request.type in ("stop", "stop_limit"):
             return "pass", request, 0.0
-        if not _usable(bid) or not _usable(ask) or bid > ask:  # type: ignore[operator]
+        # both positive and finite, not crossed (NaN fails every comparison)
+        if bid is None or ask is None or not (0.0 < bid <= ask < _INF):
             self.unchecked += 1
             return "unchecked", request, 0.0
         self.checked += 1
@@ -97,6 +99,3 @@ class SlippageGuard:
         converted = request.model_copy(update={"type": "limit", "limit_price": limit})
         return "converted", converted, deviation_bps
 
-
-def _usable(price: float | None) -> bool:
-    return price is not None and math.isfinite(price) and price > 0
