@@ -5,12 +5,20 @@ from __future__ import annotations
 import logging
 
 
+_AUTH_MARKERS = ("authenticate", '"action":"auth"', "secret")  # lower case; "secret" also catches APCA-API-SECRET-KEY
+
+
 class RedactAuthFrames(logging.Filter):
-    """websockets logs every frame at DEBUG; a frame that authenticates carries a secret, so blank it."""
+    """websockets logs every frame at DEBUG; a frame that authenticates carries a secret, so blank it.
+
+    Covers the market-data ``{"action":"auth","key","secret"}`` and the trading stream's
+    ``{"action":"authenticate",...}`` frames and the secret header of a header-authenticated upgrade;
+    msgpack frames are logged as byte counts only.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.args and any("authenticate" in str(arg) for arg in record.args):  # type: ignore[union-attr]
-            record.msg, record.args = "%s", ("[authenticate frame redacted]",)
+        if record.args and any(m in str(arg).lower() for arg in record.args for m in _AUTH_MARKERS):  # type: ignore[union-attr]
+            record.msg, record.args = "%s", ("[authentication frame redacted]",)
         return True
 
 

@@ -37,6 +37,7 @@ from pydantic import SecretStr
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from engine._logs import wire_logger
 from engine.config import AlpacaConfig, FeedConfig
 from engine.errors import TickforgeError
 from engine.marketdata.decoder import DecodedBatch, Decoder
@@ -53,6 +54,7 @@ from engine.marketdata.messages import (
 from engine.marketdata.symbols import SymbolMap
 
 log = logging.getLogger(__name__)
+_wire_log = wire_logger(__name__)  # websockets frame logs, auth frames redacted
 
 CRYPTO_PATH = "/v1beta3/crypto/us"
 
@@ -379,6 +381,7 @@ class StreamClient:
                 max_size=64 * 2**20,
                 max_queue=64,
                 compression=None,
+                logger=_wire_log,
             ) as ws:
                 self._ws = ws
                 self.stats.state = AUTHENTICATING

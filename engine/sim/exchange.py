@@ -30,6 +30,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from engine._logs import wire_logger
 from engine.config import SimConfig
 from engine.marketdata.messages import (
     CRYPTO_CHANNELS,
@@ -50,6 +51,7 @@ from engine.marketdata.messages import (
 from engine.marketdata.timestamps import format_rfc3339, msgpack_timestamp_payload
 
 log = logging.getLogger(__name__)
+_wire_log = wire_logger(__name__)  # websockets frame logs, auth frames redacted
 
 Message = dict[str, Any]
 
@@ -248,6 +250,7 @@ class MarketDataServer:
             ping_timeout=self.ping_interval_s,
             max_size=2**20,
             compression=None,
+            logger=_wire_log,
         )
         self._port = self._server.sockets[0].getsockname()[1]
 
