@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("engine.sim.server", "serve the embedded exchange and paper broker on localhost"),
     "record": ("engine.marketdata.recorder", "record a market data stream to a compressed JSON-lines file"),
     "replay": ("engine.marketdata.replay", "replay a recording through the decoder and book"),
+    "halt": ("engine.control", "engage a running engine's kill switch (POST /halt on its metrics port)"),
 }
 
 

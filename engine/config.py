@@ -162,6 +162,7 @@ class LiveConfig(_Frozen):
     dashboard: bool = False
     halt_on_strategy_error: bool = False
     halt_file: str | None = None  # kill switch: trading halts as soon as this file exists
+    record_path: str | None = None  # record the raw market data frames here (.gz / .zst / plain by suffix)
     # embedded simulator only: the exchange sends frame k+1 after the engine settled frame k
     # (orders acked, fills booked), so a seed always gives the same fills and P&L
     lockstep: bool = False

@@ -281,6 +281,7 @@ class LiveEngine:
         self.trade_updates: Any = None
         self.router: Any = None
         self.metrics: MetricsServer | None = None
+        self.recorder: Any = None  # engine.marketdata.recorder.Recorder while --record is on
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- public control --------------------------------------------------------------------------
@@ -360,12 +361,25 @@ class LiveEngine:
             self.metrics = MetricsServer(collector, self.halt_threadsafe, live.metrics_host, live.metrics_port, status=self.status)
             self.metrics.start()
 
+        if live.record_path:
+            from engine.marketdata.recorder import Recorder  # noqa: PLC0415 - only when recording
+
+            target = Path(live.record_path)
+            if not target.parent.is_dir():
+                raise InputError(f"cannot record to {target}: directory {target.parent} does not exist")
+            try:
+                self.recorder = Recorder(target, source=feed_url)
+            except OSError as exc:
+                raise InputError(f"cannot record to {target}: {exc.strerror or exc}") from None
+            self._spawn(self._flush_recording())
         channels = ["trades", "quotes"] + (["bars"] if self.mode == "sim" else [])
         feed_cfg = cfg.feed if self.mode != "sim" else cfg.feed.model_copy(update={"symbols": tuple(self.universe)})
         self.feed = StreamClient(
             feed_url, key_id=key_id, secret_key=secret_key, feed=feed_cfg,
             subscriptions={c: self.universe for c in channels}, symbols=self.symbol_map, on_batch=self._on_batch,
             seed=cfg.sim.seed if self.mode == "sim" else None,
+            # the recorder itself is the hook: with recording off the client sees None and skips it
+            on_frame=self._record_frame if self.recorder is not None else None,
         )
         self.strategy_ctx_start()
         self._started = time.monotonic()
@@ -952,6 +966,42 @@ class LiveEngine:
                 return
             await asyncio.sleep(0.2)
 
+    async def _flush_recording(self, every_s: float = 1.0) -> None:
+        """Push the recording's buffers to disk once a second, so a killed run loses at most that."""
+        while self.recorder is not None:
+            await asyncio.sleep(every_s)
+            if self.recorder is not None:
+                try:
+                    self.recorder._file.flush()
+                except (OSError, ValueError) as exc:  # disk full, or closed under us at shutdown
+                    log.warning("recording flush failed: %s", exc)
+
+    def _record_frame(self, frame: str | bytes, recv_ns: int) -> None:
+        """The feed's raw-frame hook while recording; a failing disk ends the recording, not the run.
+
+        Frames arriving once shutdown began are not processed (``_on_batch``), so not recorded either:
+        the recording replays exactly the market data the run acted on."""
+        recorder = self.recorder
+        if recorder is None or self._stopping:
+            return
+        try:
+            recorder.write(frame, recv_ns)
+        except (OSError, ValueError) as exc:
+            LiveStats.bump(self.stats.drops, "recording")
+            log.error("recording to %s failed (%s); recording stopped, the engine continues", recorder.path, exc)
+            self._close_recording()
+
+    def _close_recording(self) -> None:
+        """Flush and close the recording (idempotent); called once the feed is disconnected."""
+        recorder, self.recorder = self.recorder, None
+        if recorder is None:
+            return
+        try:
+            recorder.close()
+            log.info("recorded %d market data frames to %s", recorder.frames_written, recorder.path)
+        except (OSError, ValueError) as exc:
+            log.error("could not close the recording %s: %s", recorder.path, exc)
+
     async def _watch_feed(self) -> None:
         """A feed that gave up (bad credentials, plan limits) ends the run with its error."""
         from engine.marketdata.client import FAILED  # noqa: PLC0415
@@ -1035,6 +1085,7 @@ class LiveEngine:
         if self.feed is not None:
             with contextlib.suppress(Exception):
                 await self.feed.disconnect()
+        self._close_recording()  # no frame arrives after the disconnect: the recording is complete
         if hasattr(self, "ctx"):
             with contextlib.suppress(Exception):
                 if hasattr(self.strategy, "on_stop"):
@@ -1084,6 +1135,7 @@ class LiveEngine:
         )
 
     async def _close_connections(self) -> None:
+        self._close_recording()  # a failed start may have opened it before shutdown ran
         if self.metrics is not None:
             self.metrics.stop()
             self.metrics = None
@@ -1209,6 +1261,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, metavar="PORT", help="serve /metrics, /status and POST /halt here")
     parser.add_argument("--dashboard", action="store_true", default=None, help="live terminal dashboard")
     parser.add_argument("--halt-file", metavar="PATH", help="kill switch: trading halts when this file appears")
+    parser.add_argument("--record", metavar="PATH", help="record the raw market data frames (.jsonl.gz, .jsonl.zst or .jsonl); `tickforge replay PATH` reads it")
     parser.add_argument("--summary-json", metavar="PATH", help="also write the run summary as JSON")
     parser.add_argument("--live", action="store_true", help="allow real-money trading (also needs alpaca.live = true)")
 
@@ -1242,7 +1295,8 @@ def config_from_args(args: argparse.Namespace) -> TickforgeConfig:
     live_updates: dict[str, Any] = {}
     for attr, key in (("strategy", "strategy"), ("duration", "duration_s"), ("max_messages", "max_messages"),
                       ("backend", "backend"), ("lockstep", "lockstep"), ("metrics_port", "metrics_port"),
-                      ("dashboard", "dashboard"), ("halt_file", "halt_file")):
+                      ("dashboard", "dashboard"), ("halt_file", "halt_file"),
+                      ("record", "record_path")):
         value = getattr(args, attr, None)
         if value is not None:
             live_updates[key] = value
