@@ -377,3 +377,23 @@ def test_the_fast_path_takes_ordinary_frames_and_falls_back_on_anything_else():
     assert dec.stats.drops == {DROP_INVALID_MESSAGE: 1}
     (t,) = Decoder(SymbolMap(["AAPL"])).decode(json.dumps([{**STOCK_TRADE, "p": 1e-7}])).trades  # exponent form
     assert t["price"] == 1e-7
+
+
+@pytest.mark.parametrize("n_bids,n_asks", [(1, 1), (2, 3), (3, 1), (0, 2)])
+def test_asks_before_bids_reorder_in_place_and_float32_prices_decode(n_bids, n_asks):
+    # asks first, and float32 numbers (msgpack 0xCA): both are rarer layouts the compiled path must get right
+    bids = [{"p": 100.0 - k, "s": 1.5 + k} for k in range(n_bids)]
+    asks = [{"p": 101.0 + k, "s": 2.5 + k} for k in range(n_asks)]
+    t = msgpack.Timestamp(1_700_000_000, 5)
+    msg = {"T": "o", "S": "BTC/USD", "t": t, "a": asks, "b": bids, "r": True}
+    frame = msgpack.packb([msg, {**STOCK_TRADE, "S": "AAPL", "t": t, "p": 12.5}], use_single_float=True)
+    assert b"\xca" in frame
+    fast = Decoder(SymbolMap(_SYMS), log_drops=False)
+    slow = Decoder(SymbolMap(_SYMS), log_drops=False, compiled=False)
+    a, b = fast.decode(frame, 5), slow.decode(frame, 5)
+    assert fast.stats.compiled_frames == 1
+    assert _same(a.book_deltas, b.book_deltas) and _same(a.trades, b.trades)
+    sides = a.book_deltas["side"].tolist()
+    assert sides == [1] * n_bids + [-1] * n_asks
+    assert a.book_deltas["price"].tolist() == [d["p"] for d in bids + asks]
+    assert a.trades["price"].tolist() == [12.5]

@@ -11,8 +11,8 @@ decoder then decodes that frame on its msgspec path, which is the reference for 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from engine._jit import inline_kernel, kernel  # no NRT: the parsers never allocate (why in engine._jit)
 from engine.marketdata.timestamps import _parse_one
 
 OK = 0
@@ -74,7 +74,7 @@ def symbol_hash(name: bytes) -> int:
     return h
 
 
-@njit(cache=True)
+@inline_kernel
 def _lookup(buf, start, end, slots, names, lens):
     """Symbol id of buf[start:end] in the open-addressing table, -1 when unknown."""
     n = end - start
@@ -101,7 +101,7 @@ def _lookup(buf, start, end, slots, names, lens):
     return -1
 
 
-@njit(cache=True, inline="always")
+@inline_kernel
 def _code(buf, start, end):
     """One-letter exchange/tape code: first byte, 0 for empty, -1 when not a short ASCII string."""
     if end - start > 4:
@@ -114,7 +114,7 @@ def _code(buf, start, end):
     return b
 
 
-@njit(cache=True, inline="always")
+@inline_kernel
 def _field(buf, start, end):
     """Field id of the key buf[start:end], -1 for a key the engine does not read."""
     if end - start == 1:
@@ -124,7 +124,7 @@ def _field(buf, start, end):
     return np.int64(-1)
 
 
-@njit(cache=True)
+@inline_kernel
 def _reset_fields(vals, ivals, codes):
     for k in range(vals.shape[0]):
         vals[k] = np.nan
@@ -134,7 +134,7 @@ def _reset_fields(vals, ivals, codes):
         codes[k] = 0
 
 
-@njit(cache=True)
+@inline_kernel
 def _emit(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, counts,
           mtype, s_start, s_end, ts, vals, ivals, codes, reset, d0, nd, has_levels, asks_first, bid_start):
     """Validate and write one parsed message, updating ``counts``; returns False to give up."""
@@ -222,12 +222,10 @@ def _emit(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, counts
             deltas[nd].size = 0.0
             nd += 1
         if asks_first and bid_start < nd:
-            # "a" came before "b": put bids first, as the reference path does
-            seg = deltas[d0:nd].copy()
-            n_asks = bid_start - d0
-            n_bids = nd - bid_start
-            deltas[d0 : d0 + n_bids] = seg[n_asks:]
-            deltas[d0 + n_bids : nd] = seg[:n_asks]
+            # "a" came before "b": put bids first, as the reference path does (a rotation in place)
+            _reverse_levels(deltas, d0, bid_start)
+            _reverse_levels(deltas, bid_start, nd)
+            _reverse_levels(deltas, d0, nd)
         base = _FLAG_SNAPSHOT if reset else 0
         for k in range(d0, nd):
             d = deltas[k]
@@ -243,7 +241,20 @@ def _emit(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, counts
     return False
 
 
-@njit(cache=True)
+@kernel
+def _reverse_levels(deltas, lo, hi):
+    """Reverse the (side, price, size) of deltas[lo:hi] in place."""
+    hi -= 1
+    while lo < hi:
+        a, b = deltas[lo], deltas[hi]
+        a.side, b.side = b.side, a.side
+        a.price, b.price = b.price, a.price
+        a.size, b.size = b.size, a.size
+        lo += 1
+        hi -= 1
+
+
+@kernel
 def _add_level(deltas, nd, side, lp, ls):
     """Append one level; returns the new count, -1 when invalid or out of room."""
     if not (lp > 0.0 and lp < _PRICE_MAX and ls >= 0.0 and ls < _SIZE_MAX) or nd >= deltas.shape[0]:
@@ -254,7 +265,7 @@ def _add_level(deltas, nd, side, lp, ls):
     return nd + 1
 
 
-@njit(cache=True)
+@kernel
 def _clear_counts(counts):
     for k in range(counts.shape[0]):
         counts[k] = 0
@@ -266,7 +277,7 @@ def _clear_counts(counts):
 _POW10 = np.array([10.0**k for k in range(23)])
 
 
-@njit(cache=True)
+@kernel
 def _ws(buf, pos, n):
     while pos < n:
         c = buf[pos]
@@ -276,7 +287,7 @@ def _ws(buf, pos, n):
     return pos
 
 
-@njit(cache=True)
+@kernel
 def _jstring(buf, pos, n):
     """buf[pos] is '"': returns (start, end, next) of a string without escapes; next = -1 if not."""
     start = pos + 1
@@ -291,7 +302,7 @@ def _jstring(buf, pos, n):
     return start, k, -1
 
 
-@njit(cache=True)
+@kernel
 def _jnumber(buf, pos, n, pow10):
     """Parse a JSON number exactly when it fits the fast path.
 
@@ -364,7 +375,7 @@ def _jnumber(buf, pos, n, pow10):
     return (-v if neg else v), 0, False, k
 
 
-@njit(cache=True)
+@kernel
 def _jskip(buf, pos, n):
     """Skip one JSON value; -1 when malformed (or too deeply nested)."""
     depth = 0
@@ -403,7 +414,7 @@ def _jskip(buf, pos, n):
             k += 1
 
 
-@njit(cache=True)
+@kernel
 def _jlevels(buf, pos, n, deltas, nd, side):
     """Parse a JSON array of {"p","s"} levels at buf[pos] == '['; returns (next, count), next -1 to give up."""
     pos = _ws(buf, pos + 1, n)
@@ -461,7 +472,7 @@ def _jlevels(buf, pos, n, deltas, nd, side):
         return -1, nd
 
 
-@njit(cache=True)
+@kernel
 def parse_json(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, counts, vals, ivals, codes):
     """Parse a JSON frame into the arrays; ``counts`` gets the sizes. Returns OK or BAIL."""
     n = buf.shape[0]
@@ -601,7 +612,7 @@ def parse_json(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, c
 # ---------------------------------------------------------------------------------------------
 # msgpack
 # ---------------------------------------------------------------------------------------------
-@njit(cache=True, inline="always")
+@inline_kernel
 def _be(buf, pos, size):
     v = np.uint64(0)
     for k in range(size):
@@ -609,7 +620,7 @@ def _be(buf, pos, size):
     return v
 
 
-@njit(cache=True)
+@inline_kernel
 def _mnumber(buf, pos, n, bits):
     """A msgpack number: (value, int_value, is_int, next); next = -1 when it is not a number."""
     if pos >= n:
@@ -624,14 +635,13 @@ def _mnumber(buf, pos, n, bits):
         if pos + 9 > n:
             return 0.0, 0, False, -1
         bits[0] = _be(buf, pos + 1, 8)
-        return bits.view(np.float64)[0], 0, False, pos + 9
+        return bits.view(np.float64)[0], 0, False, pos + 9  # a view: no allocation without NRT
     if c == 0xCA:
         if pos + 5 > n:
             return 0.0, 0, False, -1
-        u = np.uint32(_be(buf, pos + 1, 4))
-        f = np.empty(1, np.uint32)
-        f[0] = u
-        return float(f.view(np.float32)[0]), 0, False, pos + 5
+        bits32 = bits.view(np.uint32)  # two words of the scratch, reinterpreted in place
+        bits32[0] = np.uint32(_be(buf, pos + 1, 4))
+        return float(bits32.view(np.float32)[0]), 0, False, pos + 5
     if 0xCC <= c <= 0xCF:
         size = 1 << (c - 0xCC)
         if pos + 1 + size > n:
@@ -651,7 +661,7 @@ def _mnumber(buf, pos, n, bits):
     return 0.0, 0, False, -1
 
 
-@njit(cache=True, inline="always")
+@inline_kernel
 def _mstr(buf, pos, n):
     """(start, end, next) of a msgpack str; next = -1 when buf[pos] is not one."""
     if pos >= n:
@@ -673,7 +683,7 @@ def _mstr(buf, pos, n):
     return start, end, end
 
 
-@njit(cache=True, inline="always")
+@inline_kernel
 def _mcontainer(buf, pos, n):
     """(kind, count, next) for an array (1) or map (2) header; kind 0 when neither."""
     if pos >= n:
@@ -690,7 +700,7 @@ def _mcontainer(buf, pos, n):
     return 0, 0, -1
 
 
-@njit(cache=True)
+@kernel
 def _mskip(buf, pos, n):
     """Skip one msgpack value (iteratively); -1 when cut off or invalid."""
     pending = 1
@@ -739,7 +749,7 @@ def _mskip(buf, pos, n):
     return k if k <= n else -1
 
 
-@njit(cache=True)
+@inline_kernel
 def _mtimestamp(buf, pos, n):
     """A msgpack Timestamp (ext -1) as (ns, next); next = -1 when it is not one or out of range."""
     if pos + 2 > n:
@@ -774,7 +784,7 @@ def _mtimestamp(buf, pos, n):
     return secs * 1_000_000_000 + nanos, start + size
 
 
-@njit(cache=True)
+@kernel
 def _mlevels(buf, pos, n, deltas, nd, side, bits):
     """Parse a msgpack array of {"p","s"} maps; returns (next, count), next -1 to give up."""
     kind, n_levels, pos = _mcontainer(buf, pos, n)
@@ -805,7 +815,7 @@ def _mlevels(buf, pos, n, deltas, nd, side, bits):
     return pos, nd
 
 
-@njit(cache=True)
+@kernel
 def parse_msgpack(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, counts, vals, ivals, codes, bits):
     """Parse a msgpack frame into the arrays; ``counts`` gets the sizes. Returns OK or BAIL."""
     n = buf.shape[0]
