@@ -55,7 +55,7 @@ import numpy as np
 from engine._jit import entry_point, inline_kernel, kernel
 from engine.book import BookManager, _checked, _tob_values
 from engine.errors import InputError
-from engine.events import BAR_DTYPE, FLAG_CORRECTION, TRADE_DTYPE
+from engine.events import BAR_DTYPE, FLAG_CORRECTION, TRADE_DTYPE, copy_records
 
 log = logging.getLogger("tickforge.bars")
 
@@ -406,6 +406,11 @@ def timeframe_name(seconds: int) -> str:
     return f"{seconds}s"
 
 
+def _frozen(arr: np.ndarray) -> np.ndarray:
+    arr.flags.writeable = False
+    return arr
+
+
 @dataclass(frozen=True)
 class BarBatch:
     """Bars that closed in one call: ``bars[i]`` is of timeframe ``names[timeframe[i]]``."""
@@ -475,6 +480,7 @@ class BarAggregator:
         if len(set(names)) != len(names):
             raise InputError(f"duplicate bar specs: {names}")
         self.names = tuple(names)
+        self._no_bars = BarBatch(_frozen(np.zeros(0, BAR_DTYPE)), _frozen(np.zeros(0, np.int16)), _frozen(np.zeros(0, MICRO_DTYPE)), self.names)
         k, a = len(seconds), len(kinds)
         self._tf_ns = np.array(seconds, dtype=np.int64) * NS_PER_S
         # each level's parent is the largest smaller timeframe that divides it: its closed bars feed this one
@@ -594,10 +600,12 @@ class BarAggregator:
         self._out_bars, self._out_tf, self._out_micro = bars, tf, micro
 
     def _take(self, n_out: int) -> BarBatch:
+        if n_out == 0:
+            return self._no_bars  # most calls close nothing: one shared empty (read-only) batch
         self._counters[C_BARS] += n_out
         if n_out <= _COPY_OUT_LIMIT:
             return BarBatch(
-                self._out_bars[:n_out].copy(), self._out_tf[:n_out].copy(), self._out_micro[:n_out].copy(), self.names
+                copy_records(self._out_bars[:n_out]), self._out_tf[:n_out].copy(), copy_records(self._out_micro[:n_out]), self.names
             )
         # a big batch keeps the buffers (no copy of every bar); the next call starts small again
         batch = BarBatch(self._out_bars[:n_out], self._out_tf[:n_out], self._out_micro[:n_out], self.names)

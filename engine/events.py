@@ -137,4 +137,12 @@ def empty(dtype: np.dtype, n: int = 0) -> np.ndarray:
     return np.zeros(n, dtype=dtype)
 
 
-__all__ = [name for name in dir() if name.isupper()] + ["empty"]
+def copy_records(records: np.ndarray) -> np.ndarray:
+    """A copy of a contiguous record array, made as one block of bytes.
+
+    numpy copies structured arrays field by field per element (about 10 us for 100 quotes); the
+    dtypes here hold plain numbers only, so a byte copy is the same copy at a fraction of the cost."""
+    return records.view(np.uint8).copy().view(records.dtype)
+
+
+__all__ = [name for name in dir() if name.isupper()] + ["copy_records", "empty"]

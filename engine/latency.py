@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from engine._jit import entry_point
+
 SUB_BITS = 7                       #: 128 sub-buckets per power of two -> <= 0.8 % relative error
 MAX_TRACKABLE_NS = (1 << 40) - 1   #: ~18 minutes; larger values are clamped into the top bucket
 
@@ -57,20 +59,35 @@ def bucket_upper_ns(index: int) -> int:
 N_BUCKETS = int(bucket_index(MAX_TRACKABLE_NS)) + 1
 
 
+@njit(cache=True, inline="always")
+def _record_one(counts: np.ndarray, stats: np.ndarray, v: int) -> None:
+    # stats: [count, sum, min, max]; kept exact next to the bucketed counts
+    if v < 0:
+        v = 0
+    counts[bucket_index(v)] += 1
+    stats[0] += 1
+    stats[1] += v
+    if v < stats[2]:
+        stats[2] = v
+    if v > stats[3]:
+        stats[3] = v
+
+
 @njit(cache=True)
 def _record_many(counts: np.ndarray, stats: np.ndarray, values_ns: np.ndarray) -> None:
-    # stats: [count, sum, min, max]; kept exact next to the bucketed counts
     for i in range(values_ns.shape[0]):
-        v = values_ns[i]
-        if v < 0:
-            v = 0
-        counts[bucket_index(v)] += 1
-        stats[0] += 1
-        stats[1] += v
-        if v < stats[2]:
-            stats[2] = v
-        if v > stats[3]:
-            stats[3] = v
+        _record_one(counts, stats, values_ns[i])
+
+
+@njit(cache=True)
+def _record_stages(stamps: np.ndarray, counts: np.ndarray, stats: np.ndarray, first: int, last: int) -> None:
+    # durations between consecutive reached stages first..last of one frame, into row ``stage``
+    prev = stamps[first - 1]
+    for stage in range(first, last + 1):
+        t = stamps[stage]
+        if t:
+            _record_one(counts[stage], stats[stage], t - prev)
+            prev = t
 
 
 @njit(cache=True)
@@ -94,10 +111,12 @@ class LatencyHistogram:
 
     __slots__ = ("name", "counts", "_stats")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, counts: np.ndarray | None = None, stats: np.ndarray | None = None) -> None:
+        """``counts`` and ``stats`` may be rows of a recorder's arrays (one compiled call fills several)."""
         self.name = name
-        self.counts = np.zeros(N_BUCKETS, dtype=np.int64)
-        self._stats = np.array([0, 0, np.iinfo(np.int64).max, 0], dtype=np.int64)
+        self.counts = np.zeros(N_BUCKETS, dtype=np.int64) if counts is None else counts
+        self._stats = np.zeros(4, dtype=np.int64) if stats is None else stats
+        self._stats[:] = (0, 0, np.iinfo(np.int64).max, 0)
 
     def record(self, value_ns: int) -> None:
         """Record one duration (Python-side; use ``record_many`` for a batch)."""
@@ -199,7 +218,11 @@ class LatencyRecorder:
     """
 
     def __init__(self, chain_capacity: int = 65_536) -> None:
-        self.stages = {name: LatencyHistogram(name) for name in STAGES[1:]}
+        # one row per stage, so a frame's stage durations are recorded in one compiled call
+        self._stage_counts = np.zeros((N_STAGES, N_BUCKETS), dtype=np.int64)
+        self._stage_stats = np.zeros((N_STAGES, 4), dtype=np.int64)
+        self.stages = {name: LatencyHistogram(name, self._stage_counts[i], self._stage_stats[i]) for i, name in enumerate(STAGES) if i}
+        self._record_stages = _record_stages
         self.spans = {name: LatencyHistogram(name) for name in SPANS}
         self.frame_stamps = np.zeros(N_STAGES, dtype=np.int64)
         self._capacity = int(chain_capacity)
@@ -217,13 +240,10 @@ class LatencyRecorder:
 
     def record_frame(self) -> None:
         """Stage durations of the current frame (stages not reached are skipped)."""
-        s = self.frame_stamps
-        prev = s[T_RECEIVE]
-        for stage in range(T_DECODE, T_RISK + 1):
-            t = s[stage]
-            if t:
-                self.stages[STAGES[stage]].record(t - prev)
-                prev = t
+        args = (self.frame_stamps, self._stage_counts, self._stage_stats, T_DECODE, T_RISK)
+        self._record_stages(*args)
+        if self._record_stages is _record_stages:
+            self._record_stages = entry_point(_record_stages, args)  # later frames skip numba's dispatch
 
     # -- orders ----------------------------------------------------------------------------------
     def open_chain(self, order_seq: int) -> None:

@@ -19,7 +19,7 @@ OK = 0
 BAIL = 1
 
 # counts[] slots written by the parsers
-N_TRADES, N_QUOTES, N_BARS, N_DELTAS, N_BOOKS, N_MESSAGES = 0, 1, 2, 3, 4, 5
+N_TRADES, N_QUOTES, N_BARS, N_DELTAS, N_BOOKS, N_MESSAGES, MAX_TS = 0, 1, 2, 3, 4, 5, 6  # MAX_TS: latest event time
 
 _PRICE_MAX = 1e10
 _SIZE_MAX = 1e13
@@ -160,6 +160,8 @@ def _emit(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, counts
         r.size = sz
         r.trade_id = ivals[0]
         counts[N_TRADES] = nt + 1
+        if ts > counts[MAX_TS]:
+            counts[MAX_TS] = ts
         return True
     if mtype == T_QUOTE:
         for f in range(F_BP, F_AS + 1):
@@ -184,6 +186,8 @@ def _emit(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, counts
         q.ask_price = ap
         q.ask_size = as_
         counts[N_QUOTES] = nq + 1
+        if ts > counts[MAX_TS]:
+            counts[MAX_TS] = ts
         return True
     if mtype == T_BAR or mtype == T_UBAR or mtype == T_DBAR:
         if np.isnan(vals[F_V]):
@@ -209,6 +213,8 @@ def _emit(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, counts
         b.vwap = vals[F_VW]
         b.trade_count = ivals[1]
         counts[N_BARS] = nb + 1
+        if ts > counts[MAX_TS]:
+            counts[MAX_TS] = ts
         return True
     if mtype == T_BOOK:
         counts[N_BOOKS] += 1
@@ -237,6 +243,8 @@ def _emit(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, counts
             deltas[d0].flags = base | _FLAG_RESET
         deltas[nd - 1].flags = deltas[nd - 1].flags | _FLAG_LAST
         counts[N_DELTAS] = nd
+        if ts > counts[MAX_TS]:
+            counts[MAX_TS] = ts
         return True
     return False
 

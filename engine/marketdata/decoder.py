@@ -30,6 +30,7 @@ from engine.events import (
     SIDE_ASK,
     SIDE_BID,
     TRADE_DTYPE,
+    copy_records,
 )
 from engine.marketdata import _fastparse, _wire
 from engine.marketdata.messages import ControlMessage, StreamError, Subscription, Success
@@ -218,21 +219,16 @@ class Decoder:
             status = _fastparse.parse_msgpack(buf, slots, names, lens, recv_ns, self._buf_trades, self._buf_quotes, self._buf_bars, self._buf_deltas, counts, self._vals, self._ivals, self._codes, self._bits)
         if status != _fastparse.OK:
             return None
-        batch = DecodedBatch(recv_ns=recv_ns)
-        n = counts[_fastparse.N_TRADES]
-        if n:
-            batch.trades = self._buf_trades[:n].copy()
-        n = counts[_fastparse.N_QUOTES]
-        if n:
-            batch.quotes = self._buf_quotes[:n].copy()
-        n = counts[_fastparse.N_BARS]
-        if n:
-            batch.bars = self._buf_bars[:n].copy()
-        n = counts[_fastparse.N_DELTAS]
-        if n:
-            batch.book_deltas = self._buf_deltas[:n].copy()
-        batch.n_book_messages = int(counts[_fastparse.N_BOOKS])
-        batch.n_messages = int(counts[_fastparse.N_MESSAGES])
+        n_trades, n_quotes, n_bars, n_deltas, n_books, n_messages, last_ts = counts[:7].tolist()
+        batch = DecodedBatch(recv_ns=recv_ns, n_messages=n_messages, n_book_messages=n_books, _last_ts_ns=last_ts)
+        if n_trades:
+            batch.trades = copy_records(self._buf_trades[:n_trades])
+        if n_quotes:
+            batch.quotes = copy_records(self._buf_quotes[:n_quotes])
+        if n_bars:
+            batch.bars = copy_records(self._buf_bars[:n_bars])
+        if n_deltas:
+            batch.book_deltas = copy_records(self._buf_deltas[:n_deltas])
         return batch
 
     # --- slow path --------------------------------------------------------------------------
