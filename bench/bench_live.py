@@ -116,6 +116,7 @@ def run_engine(symbols: list[str], frames: list[bytes]) -> tuple[np.ndarray, int
     warm.strategy_ctx_start()
     for frame in frames[: min(200, len(frames))]:  # past a few bar closes: every kernel is compiled
         warm.settle_offline(warm.process_frame(Decoder(warm.symbol_map).decode(frame, time.time_ns())))
+    engine.freeze_startup_objects()  # as LiveEngine.start does
     samples = np.empty(len(frames), dtype=np.int64)
     decisions = 0
     clock = time.perf_counter_ns
@@ -221,13 +222,13 @@ def run_peer(symbols: list[str], frames: list[bytes]) -> tuple[np.ndarray, int]:
 
 # --- part 2: loopback against the embedded exchange and broker in a child process --------------------
 
-def _serve_sim(rate: float, ready: multiprocessing.Queue, stop: multiprocessing.Event) -> None:  # type: ignore[type-arg]
+def _serve_sim(rate: float, interval_ms: float, ready: multiprocessing.Queue, stop: multiprocessing.Event) -> None:  # type: ignore[type-arg]
     from engine.config import SimConfig
     from engine.sim.market import MessageLoop, SyntheticMarket
     from engine.sim.server import SimStack
 
     async def main() -> None:
-        cfg = SimConfig(n_symbols=N_SYMBOLS, messages_per_s=rate, rate_limit_per_min=10_000_000)
+        cfg = SimConfig(n_symbols=N_SYMBOLS, messages_per_s=rate, rate_limit_per_min=10_000_000, frame_interval_ms=interval_ms)
         market = SyntheticMarket(N_SYMBOLS, seed=cfg.seed)
         messages = market.step(50_000)
         try:
@@ -274,14 +275,14 @@ class Pulse:
         return []
 
 
-async def _loopback_run(rate: float, seconds: float) -> dict:
+async def _loopback_run(rate: float, interval_ms: float, seconds: float) -> dict:
     from engine.config import SimConfig, TickforgeConfig
     from engine.live import LiveEngine
 
     ctx = multiprocessing.get_context("spawn")
     ready: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
     stop = ctx.Event()
-    child = ctx.Process(target=_serve_sim, args=(rate, ready, stop), daemon=True)
+    child = ctx.Process(target=_serve_sim, args=(rate, interval_ms, ready, stop), daemon=True)
     child.start()
     try:
         data_url, trading_url, symbols = ready.get(timeout=120)
@@ -304,6 +305,7 @@ async def _loopback_run(rate: float, seconds: float) -> dict:
     lat = summary.latency
     return {
         "rate_target": rate,
+        "frame_interval_ms": interval_ms,
         "messages": summary.messages,
         "messages_per_s": summary.messages / max(summary.elapsed_s, 1e-9),
         "frames": summary.stats.frames,

@@ -42,4 +42,23 @@ def entry_point(dispatcher, args: tuple):
     return entry if callable(entry) else dispatcher
 
 
-__all__ = ["entry_point", "inline_kernel", "kernel"]
+class FixedTypes:
+    """``dispatcher`` called through ``entry_point`` for the argument types of its first call.
+
+    For call sites whose argument types never change (the same dtypes, dimensions and layouts, even
+    when the arrays themselves are replaced): they pay numba's dispatch once, not per call."""
+
+    __slots__ = ("_dispatcher", "_call")
+
+    def __init__(self, dispatcher) -> None:
+        self._dispatcher = dispatcher
+        self._call = None
+
+    def __call__(self, *args):
+        call = self._call
+        if call is None:
+            call = self._call = entry_point(self._dispatcher, args)
+        return call(*args)
+
+
+__all__ = ["FixedTypes", "entry_point", "inline_kernel", "kernel"]

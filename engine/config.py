@@ -145,6 +145,9 @@ class SimConfig(_Frozen):
     seed: int = 7
     n_symbols: int = Field(20, ge=1, le=100_000)
     messages_per_s: float = Field(10_000.0, gt=0)
+    # the exchange sends what it generated once per interval, one frame per subscriber (a real feed's
+    # own batching; a longer interval means bigger frames and ticks that wait longer to be sent)
+    frame_interval_ms: float = Field(1.0, gt=0, le=1000)
     starting_cash: float = Field(1_000_000.0, gt=0)
     rate_limit_per_min: int = Field(200, gt=0)
 

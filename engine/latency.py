@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from engine._jit import entry_point
+from engine._jit import FixedTypes
 
 SUB_BITS = 7                       #: 128 sub-buckets per power of two -> <= 0.8 % relative error
 MAX_TRACKABLE_NS = (1 << 40) - 1   #: ~18 minutes; larger values are clamped into the top bucket
@@ -196,6 +196,23 @@ SPANS = {
 }
 
 
+_DECISION_SPAN = list(SPANS).index("tick_to_decision")
+
+
+@njit(cache=True)
+def _open_chain(chains, chain_seq, chain_open, stamps, order_seq, span_counts, span_stats):  # pragma: no cover - njit
+    # copy the frame's stamps into the order's ring slot; returns 1 when an open chain was overwritten
+    slot = order_seq % chains.shape[0]
+    overwritten = 1 if chain_open[slot] else 0
+    chain_seq[slot] = order_seq
+    chain_open[slot] = True
+    for k in range(chains.shape[1]):
+        chains[slot, k] = stamps[k] if k < T_SEND else 0
+    if stamps[T_RISK] and stamps[T_RECEIVE]:
+        _record_one(span_counts, span_stats, stamps[T_RISK] - stamps[T_RECEIVE])
+    return overwritten
+
+
 def now_ns() -> int:
     """The one clock of the pipeline (monotonic-ish wall clock, comparable with ``recv_ns``)."""
     return time.time_ns()
@@ -222,8 +239,11 @@ class LatencyRecorder:
         self._stage_counts = np.zeros((N_STAGES, N_BUCKETS), dtype=np.int64)
         self._stage_stats = np.zeros((N_STAGES, 4), dtype=np.int64)
         self.stages = {name: LatencyHistogram(name, self._stage_counts[i], self._stage_stats[i]) for i, name in enumerate(STAGES) if i}
-        self._record_stages = _record_stages
-        self.spans = {name: LatencyHistogram(name) for name in SPANS}
+        self._record_stages = FixedTypes(_record_stages)  # per frame: skip numba's dispatch
+        self._open_chain = FixedTypes(_open_chain)
+        self._span_counts = np.zeros((len(SPANS), N_BUCKETS), dtype=np.int64)
+        self._span_stats = np.zeros((len(SPANS), 4), dtype=np.int64)
+        self.spans = {name: LatencyHistogram(name, self._span_counts[i], self._span_stats[i]) for i, name in enumerate(SPANS)}
         self.frame_stamps = np.zeros(N_STAGES, dtype=np.int64)
         self._capacity = int(chain_capacity)
         self._chains = np.zeros((self._capacity, N_STAGES), dtype=np.int64)
@@ -238,26 +258,19 @@ class LatencyRecorder:
         s[T_RECEIVE] = recv_ns
         return s
 
-    def record_frame(self) -> None:
-        """Stage durations of the current frame (stages not reached are skipped)."""
-        args = (self.frame_stamps, self._stage_counts, self._stage_stats, T_DECODE, T_RISK)
-        self._record_stages(*args)
-        if self._record_stages is _record_stages:
-            self._record_stages = entry_point(_record_stages, args)  # later frames skip numba's dispatch
+    def record_frame(self, first: int = T_DECODE) -> None:
+        """Stage durations of the current frame from stage ``first`` on (stages not reached are
+        skipped); the first duration is measured from stage ``first - 1``."""
+        self._record_stages(self.frame_stamps, self._stage_counts, self._stage_stats, first, T_RISK)
 
     # -- orders ----------------------------------------------------------------------------------
     def open_chain(self, order_seq: int) -> None:
         """Start the chain of an order decided in the current frame."""
-        slot = order_seq % self._capacity
-        if self._chain_open[slot]:
-            self.chains_overwritten += 1  # an older order never got its ack; its chain is dropped
-        self._chain_seq[slot] = order_seq
-        self._chain_open[slot] = True
-        self._chains[slot, :] = self.frame_stamps
-        self._chains[slot, T_SEND:] = 0
-        t = self.frame_stamps
-        if t[T_RISK] and t[T_RECEIVE]:
-            self.spans["tick_to_decision"].record(t[T_RISK] - t[T_RECEIVE])
+        # an older order that never got its ack loses its chain to this one
+        self.chains_overwritten += self._open_chain(
+            self._chains, self._chain_seq, self._chain_open, self.frame_stamps, int(order_seq),
+            self._span_counts[_DECISION_SPAN], self._span_stats[_DECISION_SPAN],
+        )
 
     def stamp(self, order_seq: int, stage: int, t_ns: int | None = None) -> None:
         """Stamp send or ack on an open chain; an ack closes it. Unknown or closed chains are ignored."""

@@ -32,6 +32,7 @@ from engine.events import (
     TRADE_DTYPE,
     copy_records,
 )
+from engine._jit import FixedTypes
 from engine.marketdata import _fastparse, _wire
 from engine.marketdata.messages import ControlMessage, StreamError, Subscription, Success
 from engine.marketdata.symbols import UNKNOWN_SYMBOL, SymbolMap
@@ -143,6 +144,7 @@ class Decoder:
         self._vals = np.zeros(_fastparse.N_FIELDS, np.float64)  # per-message scratch of the parsers
         self._ivals = np.zeros(2, np.int64)
         self._codes = np.zeros(4, np.int64)
+        self._parsers: dict[tuple[bool, bool], FixedTypes] = {}
         self._scratch_msgs = 0
         self._scratch_levels = 0
         self._grow_scratch(256, 512)
@@ -158,8 +160,7 @@ class Decoder:
     # --- public -----------------------------------------------------------------------------
     def decode(self, frame: bytes | bytearray | memoryview | str, recv_ns: int | None = None) -> DecodedBatch:
         """Decode one frame. Never raises on bad input: problems are drops in the result."""
-        if recv_ns is None:
-            recv_ns = time.time_ns()
+        recv_ns = time.time_ns() if recv_ns is None else int(recv_ns)
         is_json = isinstance(frame, str) or _looks_like_json(frame)
         if self.compiled:
             fast = self._decode_compiled(frame, is_json, recv_ns)
@@ -213,10 +214,15 @@ class Decoder:
         self._grow_scratch(size // 16 + 1, size // 8 + 1)
         slots, names, lens = self.symbols.table
         counts = self._counts
+        # numba's dispatch would type the record-array arguments on every frame: bind once per kind
+        # of buffer (a bytes frame gives a read-only array, a bytearray a writable one)
+        parser = self._parsers.get((is_json, buf.flags.writeable))
+        if parser is None:
+            parser = self._parsers[(is_json, buf.flags.writeable)] = FixedTypes(_fastparse.parse_json if is_json else _fastparse.parse_msgpack)
         if is_json:
-            status = _fastparse.parse_json(buf, slots, names, lens, recv_ns, self._buf_trades, self._buf_quotes, self._buf_bars, self._buf_deltas, counts, self._vals, self._ivals, self._codes)
+            status = parser(buf, slots, names, lens, recv_ns, self._buf_trades, self._buf_quotes, self._buf_bars, self._buf_deltas, counts, self._vals, self._ivals, self._codes)
         else:
-            status = _fastparse.parse_msgpack(buf, slots, names, lens, recv_ns, self._buf_trades, self._buf_quotes, self._buf_bars, self._buf_deltas, counts, self._vals, self._ivals, self._codes, self._bits)
+            status = parser(buf, slots, names, lens, recv_ns, self._buf_trades, self._buf_quotes, self._buf_bars, self._buf_deltas, counts, self._vals, self._ivals, self._codes, self._bits)
         if status != _fastparse.OK:
             return None
         n_trades, n_quotes, n_bars, n_deltas, n_books, n_messages, last_ts = counts[:7].tolist()

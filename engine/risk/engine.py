@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from engine._jit import entry_point
+from engine._jit import FixedTypes, entry_point
 from engine.config import RiskConfig
 from engine.events import (
     FILL_DTYPE,
@@ -72,6 +72,8 @@ log = logging.getLogger("tickforge.risk")
 _NAN = float("nan")
 _ORDER_TYPES = {"market": ORDER_MARKET, "limit": ORDER_LIMIT, "stop": ORDER_STOP, "stop_limit": ORDER_STOP_LIMIT}
 _warmed = False
+#: re-evaluated after every batch of marks: skip numba's per-call dispatch (the argument types are fixed)
+_evaluate_daily_loss = FixedTypes(checks.evaluate_daily_loss)
 
 
 class Decision(NamedTuple):
@@ -158,7 +160,7 @@ class RiskEngine:
         """Re-evaluate the daily loss limit now (halting on a breach); returns the daily P&L."""
         t = self.tracker
         t.sync_symbols()
-        pnl = float(checks.evaluate_daily_loss(t.agg, self._lim, self._rs))
+        pnl = float(_evaluate_daily_loss(t.agg, self._lim, self._rs))
         self._note_state()
         return pnl
 

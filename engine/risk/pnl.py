@@ -25,6 +25,7 @@ import numpy as np
 
 from engine.errors import InputError
 from engine.events import FILL_DTYPE, QUOTE_DTYPE, SIDE_BUY, SIDE_SELL
+from engine._jit import FixedTypes
 from engine.risk import _book as book
 from engine.risk.codes import (
     FILL_APPLIED,
@@ -63,6 +64,10 @@ def side_of(side: int | str) -> int:
         return 0
     return value if value in (SIDE_BUY, SIDE_SELL) else 0
 
+
+
+#: marks move on every book change: skip numba's per-call dispatch (the argument types are fixed)
+_update_marks = FixedTypes(book.update_marks)
 
 class FillResult(NamedTuple):
     """What booking one fill did: its status code (``FILL_*``) and the P&L it realised (gross of fees)."""
@@ -293,7 +298,7 @@ class PnlTracker:
         if ids.shape != px.shape:
             raise ValueError(f"{ids.size} symbol ids but {px.size} prices")
         self.sync_symbols()
-        return int(book.update_marks(ids, px, self.st, self.ix, self.active, self.agg, self.cnt))
+        return int(_update_marks(ids, px, self.st, self.ix, self.active, self.agg, self.cnt))
 
     def update_marks_from_quotes(self, quotes: np.ndarray) -> int:
         """Mark at the mid of QUOTE_DTYPE quotes; one-sided or crossed quotes are counted and skipped."""

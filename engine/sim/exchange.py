@@ -148,7 +148,7 @@ class MarketDataServer:
         allow_sip: bool = False,
         max_frame_messages: int = 1000,
         slow_client_messages: int = 200_000,
-        tick_s: float = 0.005,
+        tick_s: float | None = None,
         wall_clock: bool = True,
         ping_interval_s: float | None = 20.0,
     ) -> None:
@@ -160,7 +160,7 @@ class MarketDataServer:
         self.allow_sip = allow_sip
         self.max_frame_messages = max_frame_messages
         self.slow_client_messages = slow_client_messages
-        self.tick_s = tick_s
+        self.tick_s = self.config.frame_interval_ms / 1000.0 if tick_s is None else tick_s
         self.wall_clock = wall_clock
         self.ping_interval_s = ping_interval_s
         self.messages_per_s = self.config.messages_per_s
