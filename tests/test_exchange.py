@@ -91,6 +91,32 @@ async def test_data_frames_are_batched_and_shaped_like_alpaca():
             assert max(sizes) > 1
 
 
+async def _mean_frame_size(interval_ms: float, frames: int = 25) -> float:
+    cfg = CONFIG.model_copy(update={"messages_per_s": 20_000, "frame_interval_ms": interval_ms})
+    async with MarketDataServer(market(), cfg) as server:
+        async with connect(server.url_for("iex")) as ws:
+            await recv_json(ws)
+            await ws.send(json.dumps(AUTH))
+            await recv_json(ws)
+            await ws.send(json.dumps({"action": "subscribe", "trades": ["*"], "quotes": ["*"]}))
+            await recv_json(ws)
+            await recv_json(ws)  # the first data frame may hold a partial interval
+            sizes = [len(await recv_json(ws)) for _ in range(frames)]
+    return sum(sizes) / len(sizes)
+
+
+async def test_frame_interval_sets_how_many_messages_a_frame_carries():
+    # 20k msg/s over three stock symbols: about 20 messages per 1 ms interval, about 400 per 20 ms
+    small, large = await _mean_frame_size(1.0), await _mean_frame_size(20.0)
+    assert small < 120 and large > 150 and large > 3 * small
+
+
+@pytest.mark.parametrize("interval_ms", [0.0, -1.0, 1000.5])
+def test_frame_interval_outside_its_range_is_a_config_error(interval_ms):
+    with pytest.raises(ValueError, match="frame_interval_ms"):
+        SimConfig(frame_interval_ms=interval_ms)
+
+
 async def test_msgpack_is_negotiated_by_content_type_and_crypto_orderbooks_start_with_a_reset():
     async with MarketDataServer(market(), CONFIG) as server:
         async with connect(server.url_for("crypto"), additional_headers={"Content-Type": "application/msgpack"}) as ws:
