@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import gc
@@ -107,6 +108,8 @@ QTY_EPS = 1e-9
 LOCKSTEP_STALL_S = 30.0
 #: universes with more feature cells than this compute the cross-section on a worker thread
 OFFLOAD_CELLS = 200_000
+#: finished orders kept for late trade_updates events; older ones are forgotten (bounded memory)
+KEEP_FINISHED_ORDERS = 10_000
 #: asyncio can start a task eagerly (run it until it first waits) from Python 3.12 on
 _EAGER_TASKS = sys.version_info >= (3, 12)
 #: price increments for order prices: cents at or above $1, hundredths of a cent below
@@ -265,6 +268,7 @@ class LiveEngine:
         self.error = ""
         self._orders: dict[int, _OrderTrack] = {}
         self._by_coid: dict[str, int] = {}
+        self._done: collections.deque[int] = collections.deque()  # finished orders, oldest first
         self._open: set[int] = set()
         self._next_seq = 1
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -899,6 +903,22 @@ class LiveEngine:
             self.risk.release(o.symbol_id, o.side, remaining)
         self._open.discard(seq)
         self.ctx.open_orders.pop(seq, None)
+        self._forget_old_orders(seq)
+
+    def _forget_old_orders(self, finished_seq: int) -> None:
+        """Keep the last ``KEEP_FINISHED_ORDERS`` finished orders (late or replayed events still find
+        them); older ones are dropped, so a long session's memory does not grow with its order count.
+        An order whose submit has not returned yet is kept until it has."""
+        done = self._done
+        done.append(finished_seq)
+        while len(done) > KEEP_FINISHED_ORDERS:
+            track = self._orders.get(done[0])
+            if track is not None and not track.send_done.is_set():
+                return
+            done.popleft()
+            if track is not None:
+                del self._orders[track.seq]
+                self._by_coid.pop(track.client_order_id, None)
 
     # --- trade_updates ----------------------------------------------------------------------------
     async def _on_fill(self, symbol: str, side: int, qty: float, price: float, exec_id: str, ts_ns: int, order: Any) -> None:
@@ -914,7 +934,9 @@ class LiveEngine:
         self.stats.filled_qty += qty
         seq = self._by_coid.get(getattr(order, "client_order_id", "") or "")
         if seq is None:
-            return  # another client's order on the same account: positions count it, the strategy does not
+            # another client's order on the same account, or one of ours finished long ago: positions
+            # count it, the strategy does not
+            return
         track = self._orders[seq]
         self._on_ack(track, None)
         track.order.filled_qty += qty

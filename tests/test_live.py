@@ -86,6 +86,19 @@ async def test_lockstep_session_is_deterministic_and_matches_the_broker():
     assert [(f.symbol, f.price) for f in other.fills] != [(f.symbol, f.price) for f in first.fills]
 
 
+@pytest.mark.parametrize("keep", [5, 100_000])
+async def test_finished_orders_are_forgotten_beyond_a_bound_and_the_books_still_agree(monkeypatch, keep):
+    import engine.live as live_module
+
+    monkeypatch.setattr(live_module, "KEEP_FINISHED_ORDERS", keep)
+    engine = LiveEngine(_config(max_messages=6_000), strategy=Churn(every=2, raise_every=10**9), symbols=SYMBOLS)
+    summary = await engine.run()
+    orders = sum(summary.stats.orders.values())
+    assert orders > 20 and summary.stats.fills > 20
+    assert len(engine._orders) == min(keep, orders) and len(engine._by_coid) == len(engine._orders)
+    _assert_books_agree_with_broker(summary, same_marks=True)
+
+
 class Churn(Strategy):
     """Trades on every few book updates (alternating sides), raises now and then."""
 
