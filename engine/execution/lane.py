@@ -2,15 +2,15 @@
 
 httpx is the client for every call, but a request through it costs on the order of a millisecond of
 CPU on a small machine (request model, auth and redirect plumbing, httpcore, anyio), which is most of
-an order's latency budget. The lane keeps only the part that must happen: h11 frames the request and
-parses the response (status line, headers, Content-Length or chunked bodies, 1xx, keep-alive state),
-and this module does the asyncio I/O around it: one write per request on a pooled keep-alive
-connection (TLS for ``https``). h11's framing of a request head is kept per method, path and body
-length, so an order reaches the socket without waiting on h11's header checks and state machine;
-the connection's h11 state is brought up to date right after the write. It honours the same per-phase timeouts as the httpx client (connect,
-write, read per read, pool) and fails with httpx's own exception types, so callers classify its
-failures exactly like httpx's. It does not follow redirects, use proxies or accept compressed bodies
-(it asks for ``identity``).
+an order's latency budget. The lane keeps only the part that must happen. Request heads are framed
+here (joined once per method and path; only the length changes), from headers checked against
+HTTP's grammar when the lane is built. Responses are parsed by llhttp (``httptools``) as their bytes
+arrive, inside the connection's asyncio protocol: status line, headers, Content-Length or chunked
+bodies, 1xx interim responses, keep-alive. Around llhttp this module bounds the size of a response
+head exactly and finishes a body that runs until the server closes. It honours the same per-phase
+timeouts as the httpx client (connect, write, read per read, pool) and fails with httpx's own
+exception types, so callers classify its failures exactly like httpx's. It does not follow
+redirects, use proxies or accept compressed bodies (it asks for ``identity``).
 """
 
 from __future__ import annotations
@@ -18,21 +18,31 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import h11
+import httptools
 import httpx
 
 from engine.config import ExecutionConfig
 
-_MAX_HEAD = 64 * 1024  # h11 gives up on a response head still incomplete at this size
-_READ_SIZE = 64 * 1024
-_MAX_CACHED_HEADS = 512  # validated request heads kept per lane (one per method, path and body length)
-_END = h11.EndOfMessage()  # h11 events are immutable values: one serves every request
+_MAX_HEAD = 64 * 1024  # longest response head accepted: status line, header lines and the blank line
+_MAX_CACHED_HEADS = 512  # request heads kept per lane (one per method and path)
+
+# HTTP/1.1's grammar (RFC 9110), as h11 checks it: header names and methods are tokens, a header
+# value is visible characters with single spaces or tabs inside, a request target visible ASCII.
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
+_TARGET = re.compile(rb"[\x21-\x7e]+")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+class _PastTheResponse(Exception):
+    """Raised in llhttp's callback to stop it at the end of the response."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,20 +53,314 @@ class LaneResponse:
     content: bytes
 
 
-class _Connection:
-    __slots__ = ("reader", "writer", "http")
+def _head_end(data: bytes, start: int) -> int:
+    """Offset just past the first blank line at or after ``start`` (CRLF or bare LF line ends), or -1."""
+    crlf = data.find(b"\n\r\n", start)
+    lf = data.find(b"\n\n", start, crlf + 2 if crlf >= 0 else len(data))
+    if lf >= 0:
+        return lf + 2
+    return crlf + 3 if crlf >= 0 else -1
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.http = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD)
+
+def _crlf(head: bytes) -> bytes:
+    """``head`` with bare LF line ends made CRLF: h11 took them in a head, llhttp takes only CRLF."""
+    return head if head.count(b"\n") == head.count(b"\r\n") else _BARE_LF.sub(b"\r\n", head)
+
+
+class _ResponseParser:
+    """One response, fed as its bytes arrive: llhttp parses it, this class delimits each head first.
+
+    A head is handed to llhttp only once it is whole, so its size is known exactly before anything
+    is parsed, and the bytes after the final response are never parsed as another one. At EOF a body
+    framed by neither Content-Length nor chunked coding ends where the server closed.
+    """
+
+    __slots__ = (
+        "_parser", "_pending", "_in_head", "_head_only", "_final", "_interim", "_status", "_reason", "_headers",
+        "_body", "keep_alive", "complete", "leftover", "received",
+    )
+
+    def __init__(self, *, head_only: bool = False) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self._pending = b""  # the part of the current head received so far
+        self._in_head = True
+        self._head_only = head_only  # a response to HEAD: never a body, whatever its headers say
+        self._final = False  # the final (non-1xx) response's head has been parsed
+        self._interim = False
+        self._status = 0
+        self._reason = b""
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self.keep_alive = False
+        self.complete = False
+        self.leftover = False  # bytes arrived past the end of the response
+        self.received = False  # any byte of this response yet
+
+    # --- llhttp's callbacks ----------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.complete:  # llhttp went on into bytes past the response: stop it there
+            raise _PastTheResponse
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason = reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._final:  # after the head: a chunked body's trailer fields, which are not headers
+            self._headers[name.decode("latin-1").lower()] = value.decode("latin-1").rstrip(" \t")
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        status = parser.get_status_code()
+        if status < 200:  # interim: the final response follows
+            self._interim = True
+            self._reason = b""
+            self._headers = {}
+            return
+        self._final = True
+        self._status = status
+        # llhttp says whether the message itself allows reuse; like h11, only HTTP/1.1 is kept alive
+        self.keep_alive = parser.should_keep_alive() and parser.get_http_version() == "1.1"
+
+    def on_body(self, data: bytes) -> None:
+        self._body.append(data)
+
+    def on_message_complete(self) -> None:
+        if self._final:
+            self.complete = True
+
+    # --- input -----------------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> bool:
+        """Parse the next bytes of the response; True once it is complete. Raises ``httpx.RemoteProtocolError``."""
+        if data:
+            self.received = True
+        while self._in_head:
+            head = self._pending + data
+            end = _head_end(head, max(0, len(self._pending) - 2))
+            if end < 0:
+                if len(head) > _MAX_HEAD:
+                    raise httpx.RemoteProtocolError("response header too large")
+                self._pending = head
+                return False
+            if end > _MAX_HEAD:
+                raise httpx.RemoteProtocolError("response header too large")
+            self._pending = b""
+            self._interim = False
+            block = _crlf(head[:end])
+            self._parse(block)
+            data = head[end:]
+            if self._final:
+                self._in_head = False
+                if self._head_only:
+                    self.complete = True
+            elif not self._interim and block.strip(b"\r\n"):
+                raise httpx.RemoteProtocolError("malformed response: incomplete head")  # not one llhttp finished
+        if self.complete:
+            self.leftover = self.leftover or bool(data)
+            return True
+        if data:
+            self._parse(data)
+        return self.complete
+
+    def feed_eof(self) -> None:
+        """The server closed its side: complete a body that runs to the close, else raise ``httpx.RemoteProtocolError``."""
+        if self.complete:
+            return
+        if not self.received:
+            raise httpx.RemoteProtocolError("server disconnected without sending a response")
+        if self._final and self._until_close():
+            self.complete = True
+            self.keep_alive = False
+            return
+        raise httpx.RemoteProtocolError("server closed the connection mid-response")
+
+    def response(self) -> LaneResponse:
+        body = self._body
+        content = body[0] if len(body) == 1 else b"".join(body)
+        return LaneResponse(self._status, self._reason.decode("latin-1"), self._headers, content)
+
+    def _parse(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            raise httpx.RemoteProtocolError("malformed response: unexpected protocol switch") from None
+        except httptools.HttpParserError as exc:
+            if self.complete:  # bytes after the response: it stands, the connection does not
+                self.leftover = True
+                return
+            raise httpx.RemoteProtocolError(f"malformed response: {exc}") from None
+
+    def _until_close(self) -> bool:
+        """Whether the final response's body is delimited by the close (RFC 9112 6.3)."""
+        if self._status in (204, 304) or "content-length" in self._headers:
+            return False
+        coding = self._headers.get("transfer-encoding")
+        return coding is None or coding.rsplit(",", 1)[-1].strip().lower() != "chunked"
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; each response is parsed in ``data_received`` and handed to its request.
+
+    Parsing where the bytes land saves a task wake-up, a stream buffer and a timeout scope per read.
+    """
+
+    __slots__ = (
+        "_loop", "transport", "_parser", "_waiter", "_eof", "_lost", "_broken", "paused", "_drain_waiter",
+        "_timer", "_read_timeout", "_last_read",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.transport: asyncio.Transport | None = None
+        self._parser: _ResponseParser | None = None
+        self._waiter: asyncio.Future[LaneResponse] | None = None
+        self._eof = False
+        self._lost = False
+        self._broken = False  # bytes arrived with no request waiting: nothing after them can be trusted
+        self.paused = False  # asyncio's flow control: the transport's buffer is over its high-water mark
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._read_timeout = 0.0
+        self._last_read = 0.0
 
     @property
     def usable(self) -> bool:
-        return not self.writer.is_closing() and not self.reader.at_eof()
+        transport = self.transport
+        return transport is not None and not transport.is_closing() and not (self._eof or self._lost or self._broken)
 
     def close(self) -> None:
-        self.writer.close()
+        self._cancel_timer()
+        self._parser = None
+        waiter = self._waiter
+        if waiter is not None:
+            if not waiter.done():
+                waiter.cancel()
+            elif not waiter.cancelled():
+                waiter.exception()  # seen: a failure that lost the race to another error is not "never retrieved"
+        if self.transport is not None:
+            self.transport.close()
+
+    # --- one request -----------------------------------------------------------------------------
+
+    def expect_response(self, *, head_only: bool) -> asyncio.Future[LaneResponse]:
+        """Get ready for the response to the request about to be written; the future resolves with it."""
+        self._parser = _ResponseParser(head_only=head_only)
+        self._waiter = waiter = self._loop.create_future()
+        return waiter
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait, at most ``timeout_s``, while the transport's buffer is over its limit (as ``StreamWriter.drain``)."""
+        if not self.paused or self._lost:  # a lost connection fails the response instead
+            return
+        self._drain_waiter = waiter = self._loop.create_future()
+        async with _deadline(timeout_s):
+            await waiter
+
+    def start_read_timer(self, timeout_s: float) -> None:
+        """Fail the response if ``timeout_s`` passes with no byte of it arriving (httpx's read timeout).
+
+        One timer serves a run of requests: it is left running when a response completes and, when it
+        fires, only re-arms itself for the request in flight, if any, so a stream of orders costs no
+        timer per order.
+        """
+        self._read_timeout = timeout_s
+        self._last_read = now = self._loop.time()
+        timer = self._timer
+        if timer is None or timer.when() > now + timeout_s:  # none, or one set for a longer timeout
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._loop.call_at(now + timeout_s, self._check_read_timeout)
+
+    def _check_read_timeout(self) -> None:
+        self._timer = None
+        if self._parser is None:  # no response awaited: the next request arms a timer again
+            return
+        due = self._last_read + self._read_timeout
+        if self._loop.time() < due:  # bytes (or a new request) came meanwhile: wait out the rest
+            self._timer = self._loop.call_at(due, self._check_read_timeout)
+        else:
+            self._fail(httpx.ReadTimeout("timed out reading the response"))
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _finish(self, parser: _ResponseParser) -> None:
+        self._parser = None  # the read timer, left running, now finds nothing awaited
+        if parser.leftover or not parser.keep_alive:
+            self._broken = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(parser.response())
+
+    def _fail(self, exc: Exception) -> None:
+        self._cancel_timer()
+        self._parser = None
+        self._broken = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    # --- asyncio's callbacks ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None:  # nobody asked: junk, or a response to nothing; drop the connection
+            self._broken = True
+            self.transport.close()  # type: ignore[union-attr]
+            return
+        try:
+            done = parser.feed(data)
+        except httpx.RemoteProtocolError as exc:
+            self._fail(exc)
+            return
+        if done:
+            self._finish(parser)
+        else:  # the read timeout runs from the latest bytes
+            self._last_read = self._loop.time()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._end_of_input()
+        return False  # let the transport close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        drain, self._drain_waiter = self._drain_waiter, None
+        if drain is not None and not drain.done():
+            if exc is None:
+                drain.set_result(None)  # the response future says what became of the request
+            else:
+                drain.set_exception(exc)
+        if exc is not None and self._parser is not None:
+            self._fail(httpx.ReadError(f"read failed: {exc}"))
+        else:
+            self._end_of_input()
+
+    def _end_of_input(self) -> None:
+        parser = self._parser
+        if parser is None:
+            return
+        try:
+            parser.feed_eof()
+        except httpx.RemoteProtocolError as exc:
+            self._fail(exc)
+            return
+        self._finish(parser)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        drain, self._drain_waiter = self._drain_waiter, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
 
 
 if hasattr(asyncio, "timeout"):
@@ -157,12 +461,15 @@ class OrderLane:
             "Content-Type": "application/json",
             **headers,
         }
-        self._fixed_headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in fixed.items()]
-        try:  # a bad header fails here, once, not on every order (and never echoes a value: it may be a secret)
-            h11.Request(method=b"POST", target=b"/", headers=self._fixed_headers)
-        except h11.LocalProtocolError:
-            raise ValueError("order lane headers are not valid HTTP header fields") from None
-        self._heads: dict[tuple[str, str, int], tuple[h11.Request, bytes]] = {}
+        lines = []
+        for name, value in fixed.items():
+            raw_name, raw_value = name.encode("latin-1"), value.encode("latin-1")
+            # a bad header fails here, once, not on every order (and never echoes a value: it may be a secret)
+            if not _TOKEN.fullmatch(raw_name) or not _FIELD_VALUE.fullmatch(raw_value):
+                raise ValueError("order lane headers are not valid HTTP header fields")
+            lines.append(b"%s: %s\r\n" % (raw_name, raw_value))
+        self._fixed_headers = b"".join(lines)
+        self._heads: dict[tuple[str, str], bytes] = {}
         self._idle: list[_Connection] = []
         self._slots = _Slots(max_connections)
         self._closed = False
@@ -194,123 +501,66 @@ class OrderLane:
                 conn = idle.pop()
                 if conn.usable:
                     break
-                conn.close()  # the server closed it while idle (or left junk on it)
+                conn.close()  # the server closed it while idle (or sent something unasked)
                 conn = None
             if conn is None:
                 conn = await self._connect()
-            try:
-                head, head_bytes = self._request_head(method, path, len(body))
-            except h11.LocalProtocolError:
-                raise httpx.LocalProtocolError(f"cannot frame {method} {path} as HTTP/1.1") from None
-            writer = conn.writer
-            try:
-                writer.write(head_bytes + body)  # one write: the socket takes it at once unless its buffer is full
-                if on_sent is not None:
-                    on_sent(time.perf_counter_ns())
-                # now, with the order on the wire, h11 records the request it must parse the response to
-                http = conn.http
-                http.send(head)
-                if body:
-                    http.send(h11.Data(data=body))
-                http.send(_END)
-                if writer.transport.get_write_buffer_size():
-                    async with _deadline(cfg.write_timeout_s):
-                        await writer.drain()
-            except TimeoutError:
-                raise httpx.WriteTimeout("timed out writing the request") from None
-            except (ConnectionError, OSError) as exc:
-                raise httpx.WriteError(f"write failed: {exc}") from None
-            except h11.LocalProtocolError as exc:  # h11 refused its own bookkeeping: the connection is unusable
-                raise httpx.LocalProtocolError(f"HTTP/1.1 state error: {exc}") from None
-            response = await self._read_response(conn)
+            head = self._request_head(method, path, len(body))
+            response = conn.expect_response(head_only=method == "HEAD")
+            # one write: the socket takes it at once unless its buffer is full
+            conn.transport.write(head + body)  # type: ignore[union-attr]
+            if on_sent is not None:
+                on_sent(time.perf_counter_ns())
+            if conn.paused:  # the socket did not take it all and the buffer is over its limit
+                try:
+                    await conn.drain(cfg.write_timeout_s)
+                except TimeoutError:
+                    raise httpx.WriteTimeout("timed out writing the request") from None
+                except (ConnectionError, OSError) as exc:
+                    raise httpx.WriteError(f"write failed: {exc}") from None
+            conn.start_read_timer(cfg.read_timeout_s)
+            reply = await response
         except BaseException:
             if conn is not None:
                 conn.close()
             self._slots.release()
             raise
-        if self._reusable(conn.http) and not self._closed:
+        if conn.usable and not self._closed:
             self._idle.append(conn)
         else:
             conn.close()
         self._slots.release()
-        return response
+        return reply
 
-    def _request_head(self, method: str, path: str, length: int) -> tuple[h11.Request, bytes]:
-        """h11's request event for this method, path and body length, and h11's framing of it.
+    def _request_head(self, method: str, path: str, length: int) -> bytes:
+        """The request head, framed here: request line, the lane's headers, Content-Length, blank line.
 
-        Both are made once and reused: building an ``h11.Request`` checks every header against the
-        grammar and ``Connection.send`` runs h11's state machine, together several times the cost of
-        the rest of the send. Order bodies come in few lengths, so the framed head is written as is
-        and the connection's h11 state catches up once the order is on the wire.
+        Everything but the length is checked and joined once per method and path, then reused.
         """
-        key = (method, path, length)
-        cached = self._heads.get(key)
-        if cached is None:
+        key = (method, path)
+        start = self._heads.get(key)
+        if start is None:
+            raw_method, target = method.encode("latin-1"), (self._prefix + path).encode("latin-1")
+            if not _TOKEN.fullmatch(raw_method) or not _TARGET.fullmatch(target):
+                raise httpx.LocalProtocolError(f"cannot frame {method} {path} as HTTP/1.1")
             if len(self._heads) >= _MAX_CACHED_HEADS:
                 self._heads.clear()
-            headers = [*self._fixed_headers, (b"Content-Length", b"%d" % length)]
-            head = h11.Request(method=method.encode(), target=(self._prefix + path).encode(), headers=headers)
-            cached = self._heads[key] = (head, h11.Connection(h11.CLIENT).send(head))  # type: ignore[assignment]
-        return cached  # type: ignore[return-value]
+            start = self._heads[key] = b"%s %s HTTP/1.1\r\n%sContent-Length: " % (raw_method, target, self._fixed_headers)
+        return b"%s%d\r\n\r\n" % (start, length)
 
     async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
         try:
             async with _deadline(self._config.connect_timeout_s):
-                reader, writer = await asyncio.open_connection(
-                    self._host, self._port, ssl=self._ssl, server_hostname=self._host if self._ssl else None
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(loop),
+                    self._host,
+                    self._port,
+                    ssl=self._ssl,
+                    server_hostname=self._host if self._ssl else None,
                 )
         except TimeoutError:
             raise httpx.ConnectTimeout(f"timed out connecting to {self._host}:{self._port}") from None
         except OSError as exc:
             raise httpx.ConnectError(f"cannot connect to {self._host}:{self._port}: {exc}") from None
-        return _Connection(reader, writer)
-
-    async def _read_response(self, conn: _Connection) -> LaneResponse:
-        http, reader = conn.http, conn.reader
-        read_timeout = self._config.read_timeout_s
-        head: h11.Response | None = None
-        chunks: list[bytes] = []
-        received = False  # any byte of this response yet
-        try:
-            while True:
-                event = http.next_event()
-                if event is h11.NEED_DATA:
-                    async with _deadline(read_timeout):
-                        data = await reader.read(_READ_SIZE)
-                    received = received or bool(data)
-                    http.receive_data(data)  # b"": the server closed its side
-                    continue
-                kind = type(event)
-                if kind is h11.Data:
-                    chunks.append(event.data)  # type: ignore[union-attr]
-                elif kind is h11.Response:
-                    head = event  # type: ignore[assignment]
-                elif kind is h11.EndOfMessage:
-                    break
-                elif kind is h11.ConnectionClosed:
-                    raise h11.RemoteProtocolError("connection closed")
-                # InformationalResponse (1xx): interim, the final response follows
-        except TimeoutError:
-            raise httpx.ReadTimeout("timed out reading the response") from None
-        except h11.RemoteProtocolError as exc:
-            if not received:
-                raise httpx.RemoteProtocolError("server disconnected without sending a response") from None
-            if http.trailing_data[1]:
-                raise httpx.RemoteProtocolError("server closed the connection mid-response") from None
-            if exc.error_status_hint == 431:
-                raise httpx.RemoteProtocolError("response header too large") from None
-            raise httpx.RemoteProtocolError(f"malformed response: {exc}") from None
-        except (ConnectionError, OSError) as exc:
-            raise httpx.ReadError(f"read failed: {exc}") from None
-        assert head is not None  # h11 emits the Response before any Data or EndOfMessage
-        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in head.headers}  # names come lower-cased
-        content = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return LaneResponse(head.status_code, head.reason.decode("latin-1"), headers, bytes(content))
-
-    @staticmethod
-    def _reusable(http: h11.Connection) -> bool:
-        """Keep-alive as h11 judged it, and nothing unasked-for left in the buffer."""
-        if http.our_state is not h11.DONE or http.their_state is not h11.DONE or http.trailing_data[0]:
-            return False
-        http.start_next_cycle()
-        return True
+        return conn
