@@ -495,3 +495,170 @@ async def test_alpaca_py_trading_client_works_against_the_broker(broker: PaperBr
     assert [(p.symbol, p.qty) for p in positions] == [("AAPL", "120")]
     assert float(account.cash) == pytest.approx(1_000_000 - (100 * 100.01 + 20 * 100.02))
     assert [str(c.id) for c in cancels] == [str(resting.id)] and cancels[0].status == 200
+
+
+# --- HTTP/1.1 request parsing: exact limits, pacing of pipelined requests, framing -------------------
+
+
+def padded_request(size: int, *, extra: str = "") -> bytes:
+    """A GET /v2/account whose head is exactly ``size`` bytes long, blank line included."""
+    base = wire_request("GET", "/v2/account", extra=extra + "X-Pad: \r\n")
+    return base.replace(b"X-Pad: ", b"X-Pad: " + b"p" * (size - len(base)), 1)
+
+
+@pytest.mark.parametrize(("size", "status"), [(64 * 1024 - 1, 200), (64 * 1024, 200), (64 * 1024 + 1, 413)])
+async def test_request_head_limit_is_exact(broker: PaperBroker, size: int, status: int) -> None:
+    wire = padded_request(size, extra="Connection: close\r\n")
+    assert len(wire) == size
+    [(got, _, _)] = await exchange(broker, wire)
+    assert got == status
+
+
+async def test_a_head_trickled_in_pieces_is_read_and_still_limited(broker: PaperBroker) -> None:
+    host, port = broker.base_url.removeprefix("http://").split(":")
+    for wire, status in ((padded_request(64 * 1024, extra="Connection: close\r\n"), 200), (padded_request(64 * 1024 + 1), 413)):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        for i in range(0, len(wire), 4096):
+            writer.write(wire[i : i + 4096])
+            await writer.drain()
+            await asyncio.sleep(0.001)
+        received = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert received.startswith(b"HTTP/1.1 %d " % status)
+
+
+async def test_pipelined_requests_behind_a_chunked_body_wait_their_turn(broker: PaperBroker) -> None:
+    # chunk data holding CRLF CRLF, chunk extensions and a trailer; then two more requests in the same write
+    body = b'{"symbol":"AAPL","side":"buy",\r\n\r\n"qty":"2","type":"market","time_in_force":"day"}'
+    chunked = b"%x;ext=1\r\n%s\r\n0\r\nHost: trailer\r\n\r\n" % (len(body), body)  # a trailer is no second Host
+    wire = (
+        wire_request("POST", "/v2/orders", extra="Transfer-Encoding: chunked\r\n") + chunked
+        + wire_request("POST", "/v2/orders", json.dumps({"symbol": "AAPL", "side": "sell", "qty": "1", "type": "market", "time_in_force": "day"}).encode())
+        + wire_request("GET", "/v2/positions", extra="Connection: close\r\n")
+    )
+    (s1, _, b1), (s2, _, b2), (s3, _, b3) = await exchange(broker, wire)
+    assert (s1, s2, s3) == (200, 200, 200)
+    assert (json.loads(b1)["filled_qty"], json.loads(b2)["side"]) == ("2", "sell")
+    assert [p["qty"] for p in json.loads(b3)] == ["1"]
+
+
+async def test_blank_lines_before_a_request_are_skipped(broker: PaperBroker) -> None:
+    [(status, _, _)] = await exchange(broker, b"\r\n\r\n\r\n" + wire_request("GET", "/v2/account", extra="Connection: close\r\n"))
+    assert status == 200
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"GET /v2/account HTTP/1.1\r\nAPCA-API-KEY-ID: x\r\n\r\n",  # HTTP/1.1 requires Host
+        wire_request("GET", "/v2/account", extra="Host: again\r\n"),  # one Host only
+        wire_request("POST", "/v2/orders", b"{}", extra="Transfer-Encoding: chunked\r\n"),  # both framings
+        wire_request("GET", "/v2/account", extra="Content-Length: x\r\n"),
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # TLS to the plain-HTTP port: refused without waiting
+    ],
+    ids=["no-host", "two-hosts", "length-and-chunked", "bad-length", "tls-hello"],
+)
+async def test_more_malformed_requests_are_400(broker: PaperBroker, wire: bytes) -> None:
+    replies = await exchange(broker, wire)
+    assert replies == [(400, replies[0][1], b'{"code":40010000,"message":"malformed request"}')]
+    assert replies[0][1]["connection"] == "close"
+
+
+async def test_bare_lf_line_ends_in_a_head_are_read_as_h11_read_them(broker: PaperBroker) -> None:
+    wire = wire_request("GET", "/v2/account").replace(b"\r\n", b"\n") + wire_request("GET", "/v2/account", extra="Connection: close\r\n")
+    assert [status for status, _, _ in await exchange(broker, wire)] == [200, 200]
+
+
+async def test_http_1_0_needs_no_host(broker: PaperBroker) -> None:
+    [(status, headers, _)] = await exchange(broker, b"GET /v2/account HTTP/1.0\r\n" + wire_request("GET", "/").split(b"\r\n", 2)[2])
+    assert status == 200 and headers["connection"] == "close"
+
+
+async def test_a_client_that_hangs_up_mid_body_gets_no_answer(broker: PaperBroker) -> None:
+    host, port = broker.base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(wire_request("POST", "/v2/orders", extra="Content-Length: 100\r\n") + b'{"symbol"')
+    writer.write_eof()
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    assert broker.orders() == []
+
+
+async def test_head_gets_the_headers_without_the_body(broker: PaperBroker) -> None:
+    host, port = broker.base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(wire_request("HEAD", "/v2/account", extra="Connection: close\r\n"))
+    received = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404 ") and b"Content-Length: 48" in head and body == b""
+
+
+async def test_responses_are_framed_as_h11_framed_them(broker: PaperBroker) -> None:
+    from engine.sim.broker import _http_response
+
+    def by_h11(request: bytes, status: int, headers: list[tuple[str, str]], payload: bytes, reason: str) -> bytes:
+        server = h11.Connection(h11.SERVER)
+        server.receive_data(request)
+        server.next_event()
+        wire = server.send(h11.Response(status_code=status, headers=headers, reason=reason))
+        if payload:
+            wire += server.send(h11.Data(data=payload))
+        return wire + server.send(h11.EndOfMessage())
+
+    json_headers = [("Content-Type", "application/json; charset=UTF-8"), ("Content-Length", "2")]
+    rate = [("X-Ratelimit-Limit", "200"), ("Retry-After", "1")]
+    keep = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+    old = b"GET / HTTP/1.0\r\n\r\n"
+    assert _http_response(200, b"{}", rate) == by_h11(keep, 200, json_headers + rate, b"{}", "OK")
+    assert _http_response(422, b"{}", rate, close=True) == by_h11(old, 422, json_headers + rate, b"{}", "Unprocessable Entity")
+    assert _http_response(204, None) == by_h11(keep, 204, [], b"", "No Content")
+    assert _http_response(404, None, close=True) == by_h11(old, 404, [("Content-Length", "0")], b"", "Not Found")
+
+
+async def test_an_orders_events_follow_its_response_and_survive_a_dropped_one(broker: PaperBroker, http: httpx.AsyncClient) -> None:
+    async with websockets.connect(broker.stream_url) as ws:
+        await ws.send(json.dumps({"action": "authenticate", "data": {"key_id": "tickforge-sim", "secret_key": "tickforge-sim-secret"}}))
+        await ws.recv()
+        await ws.send(json.dumps({"action": "listen", "data": {"streams": ["trade_updates"]}}))
+        await ws.recv()
+        broker.faults.drop_after_accept = 1
+        with pytest.raises(httpx.RemoteProtocolError):
+            await order(http, symbol="AAPL", side="buy", qty=1, client_order_id="dropped")
+        events = [json.loads(await asyncio.wait_for(ws.recv(), 5))["data"] for _ in range(2)]
+        assert [(e["event"], e["order"]["client_order_id"]) for e in events] == [("new", "dropped"), ("fill", "dropped")]
+        assert events[0]["order"]["status"] == "new" and events[1]["order"]["status"] == "filled"
+
+
+def read_requests(*pieces: bytes) -> list[tuple[str, str, bytes]]:
+    """Feed ``pieces`` to the broker's request reader as separate reads; the requests it yields, in order."""
+    from engine.sim.broker import _RequestReader
+
+    incoming, out, request = _RequestReader(), [], None
+    for piece in pieces:
+        incoming.feed(piece)
+        while True:
+            if request is None:
+                request = incoming.next_head()
+                if request is None:
+                    break
+            body = incoming.body()
+            if body is None:
+                break
+            out.append((request.method, request.target, body))
+            request = None
+    return out
+
+
+def test_the_request_reader_gives_the_same_requests_however_the_bytes_are_split() -> None:
+    chunked = b"5\r\n{\r\n\r\n\r\n0\r\nX-T: t\r\n\r\n"  # chunk data that is itself CRLF CRLF
+    wire = (
+        wire_request("POST", "/a", extra="Transfer-Encoding: chunked\r\n") + chunked
+        + wire_request("POST", "/b?x=1", b'{"k":1}')
+        + b"\r\n" + wire_request("GET", "/c")
+    )
+    expected = [("POST", "/a", b"{\r\n\r\n"), ("POST", "/b?x=1", b'{"k":1}'), ("GET", "/c", b"")]
+    assert read_requests(wire) == expected
+    for cut in range(1, len(wire)):
+        assert read_requests(wire[:cut], wire[cut:]) == expected, cut
+    assert read_requests(*(wire[i : i + 1] for i in range(len(wire)))) == expected

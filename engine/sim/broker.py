@@ -8,9 +8,11 @@ the source reports that symbol's book changed. Cash, buying power and positions 
 The wire protocol is Alpaca's: the same paths, JSON shapes with decimals as strings, status codes
 and ``{"code", "message"}`` error bodies, ``X-Ratelimit-*`` headers and 429 + ``Retry-After`` past
 the limit, and the ``/stream`` WebSocket (authenticate, listen, binary frames) on the same port, so
-unmodified Alpaca SDK clients work against it. HTTP/1.1 is parsed and framed by h11 (keep-alive,
-Content-Length and chunked bodies) around an asyncio connection loop; a WebSocket upgrade leaves h11
-for the ``websockets`` library's protocol engine on the same socket. Fault switches
+unmodified Alpaca SDK clients work against it. HTTP/1.1 requests are parsed by llhttp (``httptools``:
+keep-alive, Content-Length and chunked bodies, pipelining) and responses framed here, around an
+asyncio connection loop; a WebSocket upgrade hands the socket to the ``websockets`` library's
+protocol engine. An order's REST response goes out before its trade_updates events are encoded and
+sent: the order exists by then, and the stream is not what the caller waits on. Fault switches
 (``broker.faults``) inject delays, dropped responses, 5xx and 429 bursts for tests.
 
 Simplifications, on purpose: no market sessions (opg/cls behave as day orders, day orders expire only
@@ -21,25 +23,25 @@ when ``expire_day_orders()`` is called), no notional or multi-leg orders, cash-a
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
 import math
+import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import h11
+import httptools
 import msgspec
-from websockets.datastructures import Headers as WsHeaders
 from websockets.frames import Opcode
-from websockets.http11 import Request as WsRequest
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
@@ -70,6 +72,7 @@ _REASONS = {
     500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
 }
 _encode = msgspec.json.encode
+_DECIMAL_JSON = json.JSONDecoder(parse_float=Decimal)
 
 
 class StaticBook:
@@ -158,7 +161,24 @@ def _iso(ns: int | None) -> str | None:
     if ns is None:
         return None
     seconds, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{frac // 1000:06d}Z"
+    return f"{_iso_seconds(seconds)}.{frac // 1000:06d}Z"
+
+
+@functools.lru_cache(maxsize=256)
+def _iso_seconds(seconds: int) -> str:
+    """The date and time to the second (an order's timestamps mostly share their second: formatted once)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
+@functools.lru_cache(maxsize=None)
+def _asset_id(symbol: str) -> str:
+    """A symbol's asset id: stable per symbol (only symbols the market knows get one)."""
+    return str(uuid.uuid5(_ASSET_NS, symbol))
+
+
+def _json_loads_decimal(body: bytes) -> Any:
+    """``json.loads(body, parse_float=Decimal)`` without building a decoder per call."""
+    return _DECIMAL_JSON.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
 
 
 def _fmt(value: Decimal | None) -> str | None:
@@ -281,24 +301,34 @@ class _StreamClient:
         self.authenticated = False
         self.listening = False
 
-    def send(self, payload: bytes) -> None:
+    def send(self, *payloads: bytes) -> None:
+        """One binary frame per payload (Alpaca's trade_updates stream uses binary frames), in one write."""
         if self.protocol.state is not State.OPEN or self.writer.is_closing():
             return
-        self.protocol.send_binary(payload)  # Alpaca's trade_updates stream uses binary frames
+        for payload in payloads:
+            self.protocol.send_binary(payload)
         self.flush()
 
     def flush(self) -> None:
-        for chunk in self.protocol.data_to_send():
-            if self.writer.is_closing():
-                return
-            if chunk:
-                self.writer.write(chunk)
-            else:  # the protocol's end-of-stream marker: the server closes TCP after the close handshake
-                self.writer.close()
+        chunks = self.protocol.data_to_send()
+        if not chunks or self.writer.is_closing():
+            return
+        data = b"".join(chunks)
+        if data:
+            self.writer.write(data)
+        if not chunks[-1]:  # the protocol's end-of-stream marker: the server closes TCP after the close handshake
+            self.writer.close()
 
 
 class _Drop(Exception):
-    """Close the connection without answering (fault injection)."""
+    """Close the connection without answering (fault injection); the accepted order's events still go out."""
+
+    def __init__(self, events: Sequence[dict[str, Any]]) -> None:
+        super().__init__()
+        self.events = events
+
+
+_NO_EVENTS: tuple[dict[str, Any], ...] = ()
 
 
 class PaperBroker:
@@ -333,6 +363,7 @@ class PaperBroker:
         self._consumed: dict[str, dict[tuple[int, Decimal], Decimal]] = {}
         self._streams: set[_StreamClient] = set()
         self._listeners: list[_StreamClient] = []
+        self._held_events: list[dict[str, Any]] | None = None  # while a request is routed: sent after its response
         self._pending_symbols: set[str] = set()
         self._flush_scheduled = False
         self._server: asyncio.base_events.Server | None = None
@@ -427,45 +458,42 @@ class PaperBroker:
         if task is not None:
             self._tasks.add(task)  # type: ignore[arg-type]
         self._connections.add(writer)
-        http = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEADER_BYTES)
+        incoming = _RequestReader()
         try:
             while True:
                 try:
-                    request = await _next_event(http, reader)
-                except h11.RemoteProtocolError as exc:
-                    if not http.trailing_data[1]:  # a bad head, not a client that hung up mid-request
-                        status, message = (413, "request header too large") if exc.error_status_hint == 431 else (400, "malformed request")
-                        writer.write(_http_response(http, status, _error_body(40010000, message), close=True))
-                    return
-                if type(request) is not h11.Request:  # ConnectionClosed: the client is done
-                    return
-                headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in request.headers}
-                target = request.target.decode("latin-1")
-                if len(target) + sum(len(name) + len(value) + 4 for name, value in headers.items()) > _MAX_HEADER_BYTES:
-                    # h11 bounds only a head still incomplete; one that arrived whole in a read is measured here
-                    writer.write(_http_response(http, 413, _error_body(40010000, "request header too large"), close=True))
-                    return
-                if headers.get("upgrade", "").lower() == "websocket":
-                    await self._serve_stream(reader, writer, http, request)
-                    return
-                try:
-                    body = await _read_body(http, reader, headers)
-                except _ApiError as exc:
-                    writer.write(_http_response(http, exc.status, _error_body(exc.code, exc.message), close=True))
-                    return
-                except h11.RemoteProtocolError:  # hung up mid-body
+                    request = incoming.next_head()
+                    while request is None:
+                        data = await reader.read(_READ_SIZE)
+                        if not data:
+                            return  # the client is done (or hung up mid-head)
+                        incoming.feed(data)
+                        request = incoming.next_head()
+                    if request.headers.get("upgrade", "").lower() == "websocket":
+                        await self._serve_stream(reader, writer, request, incoming.take_buffer())
+                        return
+                    body = incoming.body()
+                    while body is None:
+                        data = await reader.read(_READ_SIZE)
+                        if not data:
+                            return  # hung up mid-body
+                        incoming.feed(data)
+                        body = incoming.body()
+                except _BadRequest as exc:
+                    writer.write(_http_response(exc.status, _error_body(40010000, exc.message), close=True))
                     return
                 try:
-                    status, payload, extra = await self._handle(request.method.decode("latin-1"), target, headers, body)
-                except _Drop:
+                    status, payload, extra, events = await self._handle(request.method, request.target, request.headers, body)
+                except _Drop as drop:
                     writer.close()
+                    self._send_events(drop.events)
                     return
-                writer.write(_http_response(http, status, payload, extra))
+                writer.write(_http_response(status, payload, extra, close=not request.keep_alive, head=request.method == "HEAD"))
+                self._send_events(events)  # after the response: the caller waits on it, not on the stream
                 if writer.transport.get_write_buffer_size() > 256 * 1024:
                     await writer.drain()
-                if http.our_state is not h11.DONE or http.their_state is not h11.DONE:  # h11 says close
+                if not request.keep_alive:
                     return
-                http.start_next_cycle()
         except (asyncio.CancelledError, ConnectionError):
             pass
         except Exception:  # a bug here must not kill the server; the client sees a dropped connection
@@ -478,27 +506,30 @@ class PaperBroker:
 
     async def _handle(
         self, method: str, target: str, headers: dict[str, str], body: bytes
-    ) -> tuple[int, bytes | None, list[tuple[str, str]]]:
+    ) -> tuple[int, bytes | None, list[tuple[str, str]], Sequence[dict[str, Any]]]:
+        """Status, body and extra headers of the response, and the trade_updates events to send after it."""
         self.stats["requests"] += 1
         key = headers.get("apca-api-key-id")
         secret = headers.get("apca-api-secret-key")
         if not key or not secret:
-            return 401, _error_body(40110000, "request is not authorized"), []
+            return 401, _error_body(40110000, "request is not authorized"), [], _NO_EVENTS
         if not (hmac.compare_digest(key.encode(), self._key) & hmac.compare_digest(secret.encode(), self._secret)):
-            return 403, _error_body(40310000, "forbidden"), []
+            return 403, _error_body(40310000, "forbidden"), [], _NO_EVENTS
         rate_headers, over = self._count_request()
         faults = self.faults
         if over:
             self.stats["rate_limited"] += 1
             retry_after = max(1, math.ceil(self._window_start + self._rate_window_s - time.monotonic()))
-            return 429, _error_body(42910000, "rate limit exceeded"), rate_headers + [("Retry-After", str(retry_after))]
+            throttled = rate_headers + [("Retry-After", str(retry_after))]
+            return 429, _error_body(42910000, "rate limit exceeded"), throttled, _NO_EVENTS
         if faults.throttle_next > 0:
             faults.throttle_next -= 1
             self.stats["rate_limited"] += 1
-            return 429, _error_body(42910000, "rate limit exceeded"), rate_headers + [("Retry-After", str(faults.retry_after_s))]
+            throttled = rate_headers + [("Retry-After", str(faults.retry_after_s))]
+            return 429, _error_body(42910000, "rate limit exceeded"), throttled, _NO_EVENTS
         if faults.error_next > 0:
             faults.error_next -= 1
-            return faults.error_status, _error_body(50010000, "internal server error"), rate_headers
+            return faults.error_status, _error_body(50010000, "internal server error"), rate_headers, _NO_EVENTS
         if faults.delay_s > 0 and (faults.delay_requests is None or faults.delay_requests > 0):
             if faults.delay_requests is not None:
                 faults.delay_requests -= 1
@@ -506,14 +537,18 @@ class PaperBroker:
         split = urlsplit(target)
         path = unquote(split.path)
         query = parse_qs(split.query, keep_blank_values=True)
+        # events raised while routing wait for the response (no await in here: nothing else can emit meanwhile)
+        self._held_events = events = []
         try:
             status, payload = self._route(method, path, query, body)
         except _ApiError as exc:
-            return exc.status, _error_body(exc.code, exc.message), rate_headers
+            return exc.status, _error_body(exc.code, exc.message), rate_headers, events
+        finally:
+            self._held_events = None
         if status == 200 and method == "POST" and faults.drop_after_accept > 0:
             faults.drop_after_accept -= 1
-            raise _Drop
-        return status, payload, rate_headers
+            raise _Drop(events)
+        return status, payload, rate_headers, events
 
     def _count_request(self) -> tuple[list[tuple[str, str]], bool]:
         now = time.monotonic()
@@ -582,7 +617,7 @@ class PaperBroker:
 
     def _submit(self, body: bytes) -> _Order:
         try:
-            fields = json.loads(body, parse_float=Decimal) if body else None
+            fields = _json_loads_decimal(body) if body else None
         except (ValueError, UnicodeDecodeError):
             raise _ApiError(422, 40010000, "request body format is invalid") from None
         if not isinstance(fields, dict):
@@ -650,7 +685,7 @@ class PaperBroker:
             id=str(uuid.uuid4()),
             client_order_id=coid,
             symbol=symbol,
-            asset_id=str(uuid.uuid5(_ASSET_NS, symbol)),
+            asset_id=_asset_id(symbol),
             crypto=crypto,
             side=side,
             type=order_type,
@@ -852,7 +887,7 @@ class PaperBroker:
             "fill" if order.status == "filled" else "partial_fill",
             order,
             now,
-            execution_id=str(uuid.uuid4()),
+            fill=True,
             price=price,
             qty=qty,
             position_qty=new,
@@ -911,7 +946,7 @@ class PaperBroker:
         plpc = unrealized / abs(cost_basis) if cost_basis else _ZERO
         symbol = position.symbol.replace("/", "") if position.crypto else position.symbol
         return {
-            "asset_id": str(uuid.uuid5(_ASSET_NS, position.symbol)),
+            "asset_id": _asset_id(position.symbol),
             "symbol": symbol,
             "exchange": "CRYPTO" if position.crypto else "NASDAQ",
             "asset_class": "crypto" if position.crypto else "us_equity",
@@ -978,38 +1013,48 @@ class PaperBroker:
         order: _Order,
         ts_ns: int,
         *,
-        execution_id: str | None = None,
+        fill: bool = False,
         price: Decimal | None = None,
         qty: Decimal | None = None,
         position_qty: Decimal | None = None,
     ) -> None:
         if not self._listeners:
             return
+        # the order as it is now: each event carries the order as it was when it happened
         data: dict[str, Any] = {"event": event, "timestamp": _iso(ts_ns), "order": order.to_json()}
-        if execution_id is not None:
-            data["execution_id"] = execution_id
+        if fill:
+            data["execution_id"] = str(uuid.uuid4())
             data["price"] = _fmt(price)
             data["qty"] = _fmt(qty)
             data["position_qty"] = _fmt(position_qty)
-        payload = _encode({"stream": "trade_updates", "data": data})
-        copies = 2 if self.faults.duplicate_events else 1
-        for client in list(self._listeners):
-            for _ in range(copies):
-                client.send(payload)
-        self.stats["events"] += 1
+        if self._held_events is not None:
+            self._held_events.append(data)
+        else:
+            self._send_events((data,))
 
-    async def _serve_stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, http: h11.Connection, upgrade: h11.Request) -> None:
-        """Leave h11 for websockets: it re-reads the upgrade request (it validates the handshake itself),
-        then whatever frames the client sent right behind it, then the socket."""
+    def _send_events(self, events: Sequence[dict[str, Any]]) -> None:
+        """Push trade_updates events to every listening stream, in order (one write per stream)."""
+        if not events:
+            return
+        payloads = [_encode({"stream": "trade_updates", "data": data}) for data in events]
+        if self.faults.duplicate_events:
+            payloads = [payload for payload in payloads for _ in range(2)]
+        for client in list(self._listeners):
+            client.send(*payloads)
+        self.stats["events"] += len(events)
+
+    async def _serve_stream(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upgrade: _Request, early: bytes
+    ) -> None:
+        """Hand the socket to websockets: it re-reads the upgrade request's head (it validates the handshake
+        itself), then ``early`` (frames the client sent right behind it), then the socket."""
         protocol = ServerProtocol(max_size=1 << 20, logger=_wire_log)
-        target = upgrade.target.decode("latin-1")
-        headers = WsHeaders((name.decode("latin-1"), value.decode("latin-1")) for name, value in upgrade.headers.raw_items())
-        handshake = WsRequest(target, headers, upgrade.method.decode("latin-1"), "HTTP/" + upgrade.http_version.decode("latin-1"))
-        protocol.receive_data(handshake.serialize())
+        protocol.receive_data(upgrade.head.lstrip(b"\r\n"))  # llhttp skips blank lines before a request; websockets does not
         events = protocol.events_received()
         if not events:
             return
         request = events[0]
+        target = upgrade.target
         if urlsplit(target).path != "/stream":
             response = protocol.reject(404, "not found\n")
         elif self.faults.refuse_streams:
@@ -1024,7 +1069,6 @@ class PaperBroker:
         self._streams.add(client)
         fragments: list[bytes] = []
         try:
-            early = bytes(http.trailing_data[0])  # frames the client sent right behind its handshake
             while protocol.state is not State.CLOSED and not writer.is_closing():
                 data, early = early or await reader.read(65536), b""
                 if not data:
@@ -1080,54 +1124,207 @@ class PaperBroker:
 # --- HTTP helpers ------------------------------------------------------------------------------------
 
 
-async def _next_event(http: h11.Connection, reader: asyncio.StreamReader) -> h11.Event | type[h11.PAUSED]:
-    """h11's next event, reading from the socket while it needs more bytes."""
-    while True:
-        event = http.next_event()
-        if event is not h11.NEED_DATA:
-            return event  # type: ignore[return-value]
-        http.receive_data(await reader.read(_READ_SIZE))  # b"": the client closed its side
+_TOKEN_BYTES = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_REQUEST_START = _TOKEN_BYTES | frozenset(b"\r\n")  # a request line starts with a method (blank lines before it are skipped)
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
-async def _read_body(http: h11.Connection, reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
-    """The request body, up to ``_MAX_BODY_BYTES`` (h11 undoes the Content-Length or chunked framing)."""
-    if int(headers.get("content-length", 0)) > _MAX_BODY_BYTES:  # h11 has checked it is a number
-        raise _ApiError(413, 40010000, "request body too large")
-    chunks: list[bytes] = []
-    total = 0
-    while True:
-        try:
-            event = await _next_event(http, reader)
-        except h11.RemoteProtocolError:
-            if http.trailing_data[1]:
-                raise  # the client hung up mid-body
-            raise _ApiError(400, 40010000, "malformed chunked body") from None
-        if type(event) is h11.EndOfMessage:
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        data = event.data  # type: ignore[union-attr]
-        total += len(data)
-        if total > _MAX_BODY_BYTES:
-            raise _ApiError(413, 40010000, "request body too large")
-        chunks.append(bytes(data))
+def _head_end(data: bytes | bytearray, start: int) -> int:
+    """Offset just past the first blank line at or after ``start`` (CRLF or bare LF line ends), or -1."""
+    crlf = data.find(b"\n\r\n", start)
+    lf = data.find(b"\n\n", start, crlf + 2 if crlf >= 0 else len(data))
+    if lf >= 0:
+        return lf + 2
+    return crlf + 3 if crlf >= 0 else -1
+
+
+def _crlf(head: bytes) -> bytes:
+    """``head`` with bare LF line ends made CRLF: h11 took them in a head, llhttp takes only CRLF."""
+    return head if head.count(b"\n") == head.count(b"\r\n") else _BARE_LF.sub(b"\r\n", head)
+
+
+def _partial_blank_line(data: bytearray) -> int:
+    """How many bytes at the end of ``data`` could begin a CRLF CRLF that the next bytes complete."""
+    for size in (3, 2, 1):
+        if data.endswith(b"\r\n\r"[:size]):
+            return size
+    return 0
+
+
+class _BadRequest(Exception):
+    """A request refused before it is handled: answered with ``status`` and the connection closed."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+@dataclass(slots=True)
+class _Request:
+    method: str
+    target: str
+    headers: dict[str, str]  # lower-cased names
+    head: bytes  # as received: the WebSocket handshake re-reads it
+    keep_alive: bool
+
+
+class _RequestReader:
+    """Requests off one connection, one at a time: llhttp (``httptools``) parses them, this class paces it.
+
+    llhttp is handed bytes only up to where the current request can end: a head once it is whole, so
+    its size is checked exactly first; a Content-Length body up to its length; a chunked body up to
+    each CRLF CRLF, the only place one can end. Bytes of pipelined requests behind it wait their turn.
+    """
+
+    __slots__ = ("_buffer", "_scanned", "_parser", "_target", "_headers", "_hosts", "_keep_alive",
+                 "_head_done", "_done", "_chunked", "_remaining", "_body", "_body_size")
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._scanned = 0  # bytes of the buffer already searched for the end of a head
+        self._parser: httptools.HttpRequestParser | None = None
+        self._start()
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def take_buffer(self) -> bytes:
+        """Whatever arrived past the current request's head (after an upgrade: the new protocol's bytes)."""
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
+
+    def next_head(self) -> _Request | None:
+        """The next request, head only (``body()`` reads its body), once its head is all here; else None.
+
+        Raises ``_BadRequest`` for a head that is malformed or over ``_MAX_HEADER_BYTES``.
+        """
+        buffer = self._buffer
+        while True:
+            if buffer and buffer[0] not in _REQUEST_START:  # refused at once, as h11 did: no request line starts so
+                raise _BadRequest(400, "malformed request")
+            end = _head_end(buffer, max(0, self._scanned - 2))
+            if end < 0:
+                if len(buffer) > _MAX_HEADER_BYTES:
+                    raise _BadRequest(413, "request header too large")
+                self._scanned = len(buffer)
+                return None
+            if end > _MAX_HEADER_BYTES:
+                raise _BadRequest(413, "request header too large")
+            head = _crlf(bytes(buffer[:end]))
+            del buffer[:end]
+            self._scanned = 0
+            self._start()
+            try:
+                self._parser.feed_data(head)  # type: ignore[union-attr]
+            except httptools.HttpParserUpgrade:
+                pass  # "Connection: upgrade": the head is whole, and its headers say whether to a WebSocket
+            except httptools.HttpParserError:
+                raise _BadRequest(400, "malformed request") from None
+            if self._head_done:
+                break
+            if head.strip(b"\r\n"):
+                raise _BadRequest(400, "malformed request")  # a head llhttp neither refused nor finished
+            # only blank lines: llhttp skipped them, as it does before a request line
+        parser = self._parser
+        if self._hosts != 1 and (self._hosts or parser.get_http_version() == "1.1"):  # type: ignore[union-attr]
+            raise _BadRequest(400, "malformed request")  # as h11: one Host header, required in HTTP/1.1
+        headers = self._headers
+        if not self._done:  # a body follows
+            length = headers.get("content-length")  # llhttp has checked it is one number
+            if length is not None and int(length) > _MAX_BODY_BYTES:
+                raise _BadRequest(413, "request body too large")
+            self._chunked = length is None
+            self._remaining = int(length) if length is not None else 0
+        method = parser.get_method().decode("latin-1")  # type: ignore[union-attr]
+        return _Request(method, self._target.decode("latin-1"), headers, head, self._keep_alive)
+
+    def body(self) -> bytes | None:
+        """The current request's body once all of it is here, else None. Raises ``_BadRequest``."""
+        buffer = self._buffer
+        while not self._done:
+            if self._chunked:
+                end = buffer.find(b"\r\n\r\n")
+                size = end + 4 if end >= 0 else len(buffer) - _partial_blank_line(buffer)
+            else:
+                size = min(self._remaining, len(buffer))
+                self._remaining -= size
+            if not size:
+                return None
+            piece = bytes(buffer[:size])
+            del buffer[:size]
+            try:
+                self._parser.feed_data(piece)  # type: ignore[union-attr]
+            except httptools.HttpParserError:
+                raise _BadRequest(400, "malformed chunked body") from None
+            if self._body_size > _MAX_BODY_BYTES:
+                raise _BadRequest(413, "request body too large")
+        body = self._body
+        return body[0] if len(body) == 1 else b"".join(body)
+
+    def _start(self) -> None:
+        """A fresh parser and request state (a parser per request: nothing carries over, not even an upgrade)."""
+        self._parser = httptools.HttpRequestParser(self)
+        self._target = b""
+        self._headers: dict[str, str] = {}
+        self._hosts = 0
+        self._keep_alive = False
+        self._head_done = self._done = self._chunked = False
+        self._remaining = 0
+        self._body: list[bytes] = []
+        self._body_size = 0
+
+    # --- llhttp's callbacks ----------------------------------------------------------------------
+
+    def on_url(self, url: bytes) -> None:
+        self._target += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._head_done:  # a chunked body's trailer fields: not headers (h11 kept them apart too)
+            return
+        key = name.decode("latin-1").lower()
+        if key == "host":
+            self._hosts += 1
+        self._headers[key] = value.decode("latin-1").rstrip(" \t")
+
+    def on_headers_complete(self) -> None:
+        self._head_done = True
+        parser = self._parser
+        # llhttp says whether the request allows another after it; like h11, only HTTP/1.1 is kept alive
+        self._keep_alive = parser.should_keep_alive() and parser.get_http_version() == "1.1"  # type: ignore[union-attr]
+
+    def on_body(self, data: bytes) -> None:
+        self._body_size += len(data)
+        self._body.append(data)
+
+    def on_message_complete(self) -> None:
+        self._done = True
 
 
 def _http_response(
-    http: h11.Connection, status: int, payload: bytes | None, extra: list[tuple[str, str]] = (), *, close: bool = False  # type: ignore[assignment]
+    status: int,
+    payload: bytes | None,
+    extra: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    *,
+    close: bool = False,
+    head: bool = False,
 ) -> bytes:
-    """One whole response framed by h11 (it adds ``Connection: close`` itself when keep-alive is off)."""
-    headers: list[tuple[str, str]] = []
+    """One whole response, framed as h11 framed it (``Connection: close`` last when the connection ends).
+
+    A response to HEAD carries the headers of the body it leaves out.
+    """
+    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n"]
     if payload is not None:
-        headers.append(("Content-Type", "application/json; charset=UTF-8"))
-        headers.append(("Content-Length", str(len(payload))))
+        lines.append(f"Content-Type: application/json; charset=UTF-8\r\nContent-Length: {len(payload)}\r\n")
     elif status != 204:
-        headers.append(("Content-Length", "0"))
-    headers.extend(extra)
+        lines.append("Content-Length: 0\r\n")
+    for name, value in extra:
+        lines.append(f"{name}: {value}\r\n")
     if close:
-        headers.append(("Connection", "close"))
-    wire = http.send(h11.Response(status_code=status, headers=headers, reason=_REASONS.get(status, "Status")))
-    if payload:
-        wire += http.send(h11.Data(data=payload))  # type: ignore[operator]
-    return wire + http.send(h11.EndOfMessage())  # type: ignore[operator]
+        lines.append("Connection: close\r\n")
+    lines.append("\r\n")
+    wire = "".join(lines).encode("latin-1")
+    return wire + payload if payload and not head else wire
 
 
 def _error_body(code: int, message: str) -> bytes:
