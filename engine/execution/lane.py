@@ -505,12 +505,12 @@ class OrderLane:
                 conn = None
             if conn is None:
                 conn = await self._connect()
-            head = self._request_head(method, path, len(body))
-            response = conn.expect_response(head_only=method == "HEAD")
             # one write: the socket takes it at once unless its buffer is full
-            conn.transport.write(head + body)  # type: ignore[union-attr]
+            conn.transport.write(self._request_head(method, path, len(body)) + body)  # type: ignore[union-attr]
             if on_sent is not None:
                 on_sent(time.perf_counter_ns())
+            # ready for the response only now, with the order on the wire (nothing is read before the next await)
+            response = conn.expect_response(head_only=method == "HEAD")
             if conn.paused:  # the socket did not take it all and the buffer is over its limit
                 try:
                     await conn.drain(cfg.write_timeout_s)
