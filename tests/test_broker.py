@@ -662,3 +662,14 @@ def test_the_request_reader_gives_the_same_requests_however_the_bytes_are_split(
     for cut in range(1, len(wire)):
         assert read_requests(wire[:cut], wire[cut:]) == expected, cut
     assert read_requests(*(wire[i : i + 1] for i in range(len(wire)))) == expected
+
+
+def test_a_parsed_request_never_shows_its_credentials() -> None:
+    from engine.sim.broker import _RequestReader
+
+    incoming = _RequestReader()
+    incoming.feed(wire_request("GET", "/v2/account"))
+    request = incoming.next_head()
+    secret = SIM.secret_key.get_secret_value()
+    assert request is not None and request.headers["apca-api-secret-key"] == secret
+    assert secret not in repr(request) and secret not in str(request)

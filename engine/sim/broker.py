@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -1163,8 +1163,8 @@ class _BadRequest(Exception):
 class _Request:
     method: str
     target: str
-    headers: dict[str, str]  # lower-cased names
-    head: bytes  # as received: the WebSocket handshake re-reads it
+    headers: dict[str, str] = field(repr=False)  # lower-cased names; they hold the credentials: never in a repr
+    head: bytes = field(repr=False)  # as received: the WebSocket handshake re-reads it
     keep_alive: bool
 
 
