@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 import talib
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.errors import InputError
 from engine.events import ORDER_LIMIT, ORDER_MARKET, SIDE_BUY, SIDE_SELL
@@ -14,6 +17,7 @@ from engine.strategies import (
     BarClose,
     CancelIntent,
     CrossSection,
+    Intent,
     MidPriceMarketMaker,
     MovingAverageRsi,
     OpenOrder,
@@ -203,3 +207,272 @@ def test_open_orders_index_follows_every_change():
     assert ctx.orders_for(0) == [a1]
     ctx.open_orders.clear()
     assert ctx.orders_for(0) == []
+
+
+class _SymbolAtATimeMaker(MidPriceMarketMaker):
+    """The market maker's ``quotes``/``on_book`` as they were before ``on_book`` was batched, verbatim:
+    the reference the batched version must match intent for intent, bit for bit."""
+
+    def quotes(self, ctx: StrategyContext, symbol_id: int) -> tuple[float, float]:
+        mid = ctx.mid(symbol_id)
+        if not math.isfinite(mid):
+            return math.nan, math.nan
+        inventory = ctx.position[symbol_id]
+        reservation = mid * (1.0 - self.skew_bps * 1e-4 * inventory / self.max_inventory)
+        bid = ctx.round_down(reservation * (1.0 - self.half_spread_bps * 1e-4))
+        ask = ctx.round_up(reservation * (1.0 + self.half_spread_bps * 1e-4))
+        # never cross the touch: a crossing quote would trade as a taker at the other side's price
+        bid = min(bid, ctx.round_down(ctx.best_ask_price[symbol_id] - ctx.tick_size))
+        ask = max(ask, ctx.round_up(ctx.best_bid_price[symbol_id] + ctx.tick_size))
+        if inventory + self.qty > self.max_inventory:
+            bid = math.nan
+        if inventory - self.qty < -self.max_inventory:
+            ask = math.nan
+        if not bid > 0:
+            bid = math.nan
+        return bid, ask
+
+    def on_book(self, ctx: StrategyContext, symbol_ids: np.ndarray) -> list[Intent]:
+        intents: list[Intent] = []
+        for sid in symbol_ids:
+            sid = int(sid)
+            if not self.quoted[sid] or ctx.now_ns - self.last_requote_ns[sid] < self.min_requote_ns:
+                continue
+            bid, ask = self.quotes(ctx, sid)
+            mid = ctx.mid(sid)
+            changed = False
+            resting = ctx.orders_for(sid)
+            for side, tag, price in ((SIDE_BUY, "bid", bid), (SIDE_SELL, "ask", ask)):
+                live = [o for o in resting if o.tag == tag and not o.cancel_requested]
+                keep = None
+                if live and math.isfinite(price):
+                    current = live[0].limit_price
+                    if abs(current - price) < max(self.requote_bps * 1e-4 * mid, 0.5 * ctx.tick_size):
+                        keep = live[0]
+                for order in live:
+                    if order is not keep:
+                        intents.append(CancelIntent(order.order_seq))
+                        changed = True
+                if keep is None and math.isfinite(price):
+                    intents.append(OrderIntent.limit(sid, side, self.qty, round(price, 10), tag=tag))
+                    changed = True
+            if changed:
+                self.last_requote_ns[sid] = ctx.now_ns
+        return intents
+
+
+def _outcome(call, *args) -> tuple[str, object]:
+    """What a call returned, as a repr (float bits and types show) with the value, or what it raised."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy's overflow/invalid warnings on the absurd books
+            value = call(*args)
+    except Exception as exc:  # noqa: BLE001 - both versions must fail the same way
+        return f"raised {type(exc).__name__}: {exc}", None
+    return repr(value), value
+
+
+def _same_frame(batched: MidPriceMarketMaker, reference: MidPriceMarketMaker, ctx: StrategyContext, sids) -> list:
+    """One ``on_book`` call through both makers: the same intents (or error) and throttle clocks after."""
+    got, _ = _outcome(batched.on_book, ctx, sids)
+    want, intents = _outcome(reference.on_book, ctx, sids)
+    assert got == want
+    assert np.array_equal(batched.last_requote_ns, reference.last_requote_ns)
+    for sid in range(ctx.n_symbols):
+        assert _outcome(batched.quotes, ctx, sid)[0] == _outcome(reference.quotes, ctx, sid)[0]
+    return intents or []
+
+
+def _settle(ctx: StrategyContext, intents: list, next_seq: int) -> int:
+    """New orders rest unfilled; cancels stay open with ``cancel_requested`` until the venue answers."""
+    for intent in intents:
+        if isinstance(intent, CancelIntent):
+            ctx.open_orders[intent.order_seq].cancel_requested = True
+        else:
+            ctx.open_orders[next_seq] = OpenOrder(next_seq, intent.symbol_id, intent.side, intent.qty, ORDER_LIMIT,
+                                                  intent.limit_price, intent.tag)
+            next_seq += 1
+    return next_seq
+
+
+_BOOKS = ("normal", "normal", "tight", "locked", "crossed", "quote_on_edge", "touch_on_edge", "under_a_tick",
+          "sub_dollar", "bid_only", "ask_only", "empty", "zero_bid", "absurd")
+_EDGES = (-2e-9, -1e-9, -5e-10, 0.0, 5e-10, 1e-9, 2e-9)   # in ticks from a whole tick: the 1e-9 nudges decide
+
+
+def _draw_book(draw, tick: float, half_spread_bps: float) -> tuple[float, float]:
+    """A top of book (bid, ask) of one of the kinds in ``_BOOKS``."""
+    kind = draw(st.sampled_from(_BOOKS))
+    if kind == "absurd":
+        return draw(st.sampled_from([(math.inf, 100.0), (100.0, math.inf), (1e308, 1.7e308), (-5.0, 10.0),
+                                     (5e-324, 1e-300), (1e300, 1e300)]))
+    step = tick if tick > 0 and math.isfinite(tick) else 0.01
+    whole = draw(st.one_of(st.integers(1, 50), st.integers(1, 100_000)))
+    if kind == "quote_on_edge":                         # a flat maker's bid or ask lands next to a whole tick
+        factor = draw(st.sampled_from([1.0 - half_spread_bps * 1e-4, 1.0 + half_spread_bps * 1e-4]))
+        mid = (whole + draw(st.sampled_from(_EDGES))) * step / factor
+        half = draw(st.integers(1, 10)) / 2 * step
+        return mid - half, mid + half
+    if kind == "touch_on_edge":                         # the touch one tick in lands next to a whole tick
+        edge = (whole + draw(st.sampled_from(_EDGES))) * step
+        inside = draw(st.sampled_from([0.0, 0.5, 1.0])) * step
+        if draw(st.booleans()):
+            return edge + step - inside, edge + step     # clamps the bid
+        return edge - step, edge - step + inside         # clamps the ask
+    if kind == "under_a_tick":
+        mid = draw(st.floats(0.05, 3.0)) * step
+    elif kind == "sub_dollar":
+        mid = draw(st.floats(1e-4, 1.0))
+    else:
+        mid = draw(st.floats(0.5, 5_000.0))
+    if draw(st.booleans()):
+        mid = round(mid / step) * step                  # on the tick grid, as exchange books are
+    half = {"tight": 0.5, "locked": 0.0, "crossed": -1.0}.get(kind, draw(st.integers(1, 10)) / 2) * step
+    bid, ask = mid - half, mid + half
+    if kind == "bid_only":
+        ask = math.nan
+    elif kind == "ask_only":
+        bid = math.nan
+    elif kind == "empty":
+        bid = ask = math.nan
+    elif kind == "zero_bid":
+        bid = 0.0
+    return bid, ask
+
+
+def _draw_position(draw, qty: float, max_inventory: float) -> float:
+    """Mostly at or just past the point where one more fill on a side breaks ``max_inventory``."""
+    if draw(st.integers(0, 19)) == 0:
+        return draw(st.sampled_from([math.nan, math.inf, -math.inf]))  # quotes() raises: so must on_book
+    edge = max_inventory - qty                          # one more fill on a side reaches the limit exactly
+    return draw(st.one_of(
+        st.sampled_from([0.0, edge, -edge, max_inventory, -max_inventory, math.nextafter(edge, math.inf),
+                         -math.nextafter(edge, math.inf)]),
+        st.floats(-1.2 * max_inventory, 1.2 * max_inventory),
+    ))
+
+
+def _draw_resting(draw, ctx: StrategyContext, maker: MidPriceMarketMaker, sid: int, next_seq: int) -> int:
+    """0-3 of the maker's orders on a symbol: at, just inside, just outside or far from the wanted prices."""
+    _, wanted = _outcome(maker.quotes, ctx, sid)
+    wanted = dict(zip(("bid", "ask"), wanted or (math.nan, math.nan)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mid = ctx.mid(sid)
+        threshold = max(maker.requote_bps * 1e-4 * mid, 0.5 * ctx.tick_size) if math.isfinite(mid) else 0.01
+    for _ in range(draw(st.integers(0, 3))):
+        tag = draw(st.sampled_from(["bid", "ask", "bid", "ask", "hedge"]))
+        want = wanted.get(tag, math.nan)
+        if not math.isfinite(want):
+            want = mid if math.isfinite(mid) else 100.0
+        offset = draw(st.sampled_from([0.0, 0.0, 1.0, -1.0, 1.0, -1.0, 0.5, 0.999, -0.999, 1.001, 3.0, -40.0]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            near = want + offset * threshold            # at offset +-1 the requote threshold decides
+            near_rounded = round(near, 10)
+        price = draw(st.sampled_from([near, near, near_rounded, math.nan]) | st.floats(0.0001, 10_000.0))
+        side = SIDE_SELL if tag == "ask" else SIDE_BUY
+        cancelling = draw(st.integers(0, 3)) == 0
+        ctx.open_orders[next_seq] = OpenOrder(next_seq, sid, side, maker.qty, ORDER_LIMIT, price, tag, cancel_requested=cancelling)
+        next_seq += 1
+    return next_seq
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(st.data())
+def test_market_maker_batched_on_book_matches_the_symbol_at_a_time_reference(data):
+    """Random makers, books (empty, one-sided, crossed, tight, sub-dollar, next to a tick), positions at
+    the inventory limits, resting quotes at and around the wanted prices (some being cancelled), quoted
+    subsets, throttle on and off, repeated and bad ids, over a few frames: the same as one at a time."""
+    draw = data.draw
+    n = draw(st.integers(1, 6))
+    tick = draw(st.sampled_from([0.01, 0.05, 0.0001, 0.005, 0.25, 1.0, 1e-11]))  # 1e-11: round(price, 10) bites
+    if draw(st.integers(0, 9)) == 0:
+        tick = draw(st.sampled_from([0.0, -0.01, math.nan, 1e-300]))  # quotes() raises or goes its own way
+    qty = draw(st.sampled_from([1.0, 5.0, 0.5, 100.0]))
+    params = {
+        "half_spread_bps": draw(st.sampled_from([0.1, 1.0, 5.0, 10.0, 50.0, 999.0])),
+        "qty": qty,
+        "max_inventory": qty * draw(st.sampled_from([1.0, 2.0, 4.0, 1e6])),
+        "skew_bps": draw(st.sampled_from([0.0, 10.0, 50.0, 500.0])),
+        "requote_bps": draw(st.sampled_from([0.0, 1.0, 2.0, 50.0])),
+        "min_requote_ms": draw(st.sampled_from([0.0, 0.0, 0.001, 500.0])),
+    }
+    names = [f"S{i}" for i in range(n)]
+    quoted = draw(st.lists(st.sampled_from(names), unique=True, min_size=1, max_size=n))
+    ctx = StrategyContext(names, tick_size=tick)
+    ctx.now_ns = draw(st.sampled_from([0, 10**12, 1_700_000_000_000_000_000]))
+    batched = MidPriceMarketMaker(**params, symbols=",".join(quoted))
+    reference = _SymbolAtATimeMaker(**params, symbols=",".join(quoted))
+    batched.on_start(ctx)
+    reference.on_start(ctx)
+    next_seq = 1
+    for frame in range(draw(st.integers(1, 4))):
+        for sid in range(n):
+            if frame == 0 or draw(st.booleans()):
+                ctx.best_bid_price[sid], ctx.best_ask_price[sid] = _draw_book(draw, tick, params["half_spread_bps"])
+                ctx.position[sid] = _draw_position(draw, params["qty"], params["max_inventory"])
+                next_seq = _draw_resting(draw, ctx, reference, sid, next_seq)
+        sids = draw(st.one_of(
+            st.lists(st.integers(0, n - 1), unique=True, min_size=1).map(sorted),  # what the engine hands over
+            st.lists(st.integers(-n, n - 1), max_size=2 * n),                # repeats, negative ids
+            st.lists(st.integers(-n - 1, n), max_size=2 * n),                # an id out of range
+        ))
+        as_array = draw(st.booleans())
+        intents = _same_frame(batched, reference, ctx, np.array(sids, dtype=np.int64) if as_array else sids)
+        next_seq = _settle(ctx, intents, next_seq)
+        ctx.now_ns += draw(st.sampled_from([0, 1, 999_999, 1_000_000, 499_999_999, 500_000_000, 10**10, -1]))
+
+
+def test_market_maker_batched_on_book_matches_the_reference_at_the_requote_threshold():
+    """Resting quotes one requote threshold from the wanted price, and one ulp of it either way."""
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        tick = float(rng.choice([0.01, 0.0001, 0.05, 1.0]))
+        requote_bps = float(rng.choice([0.0, 0.5, 1.0, 2.0, 50.0]))
+        params = {"half_spread_bps": 5.0, "qty": 1.0, "max_inventory": 100.0, "requote_bps": requote_bps,
+                  "min_requote_ms": 0.0, "symbols": "A"}
+        ctx = StrategyContext(["A"], tick_size=tick)
+        ctx.best_bid_price[0] = round(rng.uniform(1.0, 5_000.0) / tick) * tick
+        ctx.best_ask_price[0] = ctx.best_bid_price[0] + int(rng.integers(1, 5)) * tick
+        ctx.position[0] = float(rng.integers(-50, 51))
+        batched, reference = MidPriceMarketMaker(**params), _SymbolAtATimeMaker(**params)
+        batched.on_start(ctx)
+        reference.on_start(ctx)
+        bid, ask = reference.quotes(ctx, 0)
+        threshold = max(requote_bps * 1e-4 * ctx.mid(0), 0.5 * tick)
+        for away in (math.nextafter(threshold, 0.0), threshold, math.nextafter(threshold, math.inf)):
+            for sign in (1.0, -1.0):
+                ctx.open_orders = {1: OpenOrder(1, 0, SIDE_BUY, 1.0, ORDER_LIMIT, bid + sign * away, "bid"),
+                                   2: OpenOrder(2, 0, SIDE_SELL, 1.0, ORDER_LIMIT, ask - sign * away, "ask")}
+                _same_frame(batched, reference, ctx, np.array([0]))
+
+
+def test_market_maker_batched_on_book_matches_the_reference_over_a_bench_sized_session():
+    """The live benchmark's setting (20 symbols all quoted, requote on every move) over random walks."""
+    params = {"half_spread_bps": 5.0, "qty": 1.0, "max_inventory": 1_000_000.0, "requote_bps": 1.0, "min_requote_ms": 0.0,
+              "max_symbols": 20}
+    rng = np.random.default_rng(11)
+    names = [f"S{i:02d}" for i in range(25)]
+    ctx = StrategyContext(names)
+    batched, reference = MidPriceMarketMaker(**params), _SymbolAtATimeMaker(**params)
+    batched.on_start(ctx)
+    reference.on_start(ctx)
+    mids = rng.uniform(0.5, 800.0, len(names))
+    next_seq = 1
+    for _ in range(300):
+        ctx.now_ns += int(rng.integers(1, 5_000_000))
+        sids = np.unique(rng.integers(0, len(names), int(rng.integers(1, 26))))
+        mids[sids] = np.maximum(mids[sids] * np.exp(rng.normal(0, 3e-4, len(sids))), 0.02)
+        spread = rng.integers(1, 4, len(sids)) * 0.01
+        ctx.best_bid_price[sids] = np.round(mids[sids] - spread / 2, 2)
+        ctx.best_ask_price[sids] = np.round(ctx.best_bid_price[sids] + spread, 2)
+        ctx.position[sids] += rng.integers(-3, 4, len(sids))
+        intents = _same_frame(batched, reference, ctx, sids)
+        for intent in intents:                           # the venue confirms cancels at once
+            if isinstance(intent, CancelIntent):
+                del ctx.open_orders[intent.order_seq]
+        next_seq = _settle(ctx, [i for i in intents if not isinstance(i, CancelIntent)], next_seq)
+        if ctx.open_orders and rng.random() < 0.2:       # a fill took a quote
+            del ctx.open_orders[int(rng.choice(list(ctx.open_orders)))]
+    assert next_seq > 1_000                              # it did requote, many times
