@@ -163,6 +163,7 @@ class LiveConfig(_Frozen):
     metrics_port: int = Field(0, ge=0, le=65535)  # 0: no metrics endpoint
     metrics_host: str = "127.0.0.1"  # the control endpoint (POST /halt) has no auth: keep it on loopback
     dashboard: bool = False
+    busy_poll: bool = False  # the loop polls instead of sleeping: lower, steadier latency, one core at 100%
     halt_on_strategy_error: bool = False
     halt_file: str | None = None  # kill switch: trading halts as soon as this file exists
     record_path: str | None = None  # record the raw market data frames here (.gz / .zst / plain by suffix)

@@ -399,6 +399,8 @@ class LiveEngine:
             self._spawn(self._lockstep_watchdog())
         if live.halt_file:
             self._spawn(self._watch_halt_file(Path(live.halt_file)))
+        if live.busy_poll:
+            self._spawn(self._busy_poll())
         self._spawn(self._watch_feed())
         self._install_signal_handlers()
         self.freeze_startup_objects()
@@ -1007,6 +1009,13 @@ class LiveEngine:
                 self._grant()
 
     # --- watchers, signals -----------------------------------------------------------------------
+    async def _busy_poll(self) -> None:
+        """Keep one callback always ready, so the loop polls its sockets without sleeping in epoll:
+        the core never idles between frames, so the next frame does not start on a cold core."""
+        while not self._stopping:
+            self.stats.busy_poll_spins += 1
+            await asyncio.sleep(0)
+
     async def _watch_halt_file(self, path: Path) -> None:
         while not self._stopping:
             if path.exists():
@@ -1321,6 +1330,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lockstep", action="store_true", default=None, help="deterministic lock-step session (embedded simulator)")
     parser.add_argument("--metrics-port", type=int, metavar="PORT", help="serve /metrics, /status and POST /halt here")
     parser.add_argument("--dashboard", action="store_true", default=None, help="live terminal dashboard")
+    parser.add_argument("--busy-poll", action="store_true", default=None, help="keep the event loop polling instead of sleeping (lower, steadier latency; one core at 100%%)")
     parser.add_argument("--halt-file", metavar="PATH", help="kill switch: trading halts when this file appears")
     parser.add_argument("--record", metavar="PATH", help="record the raw market data frames (.jsonl.gz, .jsonl.zst or .jsonl); `tickforge replay PATH` reads it")
     parser.add_argument("--summary-json", metavar="PATH", help="also write the run summary as JSON")
@@ -1357,7 +1367,7 @@ def config_from_args(args: argparse.Namespace) -> TickforgeConfig:
     for attr, key in (("strategy", "strategy"), ("duration", "duration_s"), ("max_messages", "max_messages"),
                       ("backend", "backend"), ("lockstep", "lockstep"), ("metrics_port", "metrics_port"),
                       ("dashboard", "dashboard"), ("halt_file", "halt_file"),
-                      ("record", "record_path")):
+                      ("record", "record_path"), ("busy_poll", "busy_poll")):
         value = getattr(args, attr, None)
         if value is not None:
             live_updates[key] = value

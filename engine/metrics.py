@@ -50,6 +50,7 @@ class LiveStats:
     strategy_errors: int = 0
     bar_closes: int = 0
     cross_section_steps: int = 0
+    busy_poll_spins: int = 0                                 # loop iterations the busy poller kept awake
     trading_state: str = "ACTIVE"
     halt_reason: str = ""
 

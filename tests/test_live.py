@@ -99,6 +99,16 @@ async def test_finished_orders_are_forgotten_beyond_a_bound_and_the_books_still_
     _assert_books_agree_with_broker(summary, same_marks=True)
 
 
+@pytest.mark.parametrize("busy_poll", [False, True])
+async def test_busy_poll_keeps_the_loop_polling_only_when_asked(busy_poll):
+    summary = await LiveEngine(_config(max_messages=3_000, busy_poll=busy_poll), symbols=SYMBOLS).run()
+    assert summary.messages >= 3_000 and summary.error == ""
+    spins = summary.stats.busy_poll_spins
+    # polling: the loop went round at least once per frame between frames; otherwise it never spun
+    assert (spins > summary.stats.frames) if busy_poll else spins == 0
+    _assert_books_agree_with_broker(summary, same_marks=True)
+
+
 class Churn(Strategy):
     """Trades on every few book updates (alternating sides), raises now and then."""
 
