@@ -180,7 +180,10 @@ def rolling_beta_corr(returns: np.ndarray, bench_col: int, window: int) -> tuple
     bench_col, window = _check_beta_args(returns, bench_col, window)
     beta = np.empty_like(returns)
     corr = np.empty_like(returns)
-    kernel = _beta_parallel if returns.size * window >= PARALLEL_MIN_WORK else _beta_serial
+    # only bars with a full window cost anything (the rest are NaN at once): a live step passes exactly
+    # one window, which must not pay for waking the thread pool
+    work = max(returns.shape[0] - window + 1, 0) * returns.shape[1] * window
+    kernel = _beta_parallel if work >= PARALLEL_MIN_WORK else _beta_serial
     kernel(returns, bench_col, window, beta, corr)
     return beta, corr
 
