@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import httptools
 import httpx
 
+from engine._http1 import crlf, head_end
 from engine.config import ExecutionConfig
 
 _MAX_HEAD = 64 * 1024  # longest response head accepted: status line, header lines and the blank line
@@ -38,7 +39,6 @@ _MAX_CACHED_HEADS = 512  # request heads kept per lane (one per method and path)
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 _FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
 _TARGET = re.compile(rb"[\x21-\x7e]+")
-_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 class _PastTheResponse(Exception):
@@ -51,20 +51,6 @@ class LaneResponse:
     reason: str
     headers: dict[str, str]  # lower-cased names
     content: bytes
-
-
-def _head_end(data: bytes, start: int) -> int:
-    """Offset just past the first blank line at or after ``start`` (CRLF or bare LF line ends), or -1."""
-    crlf = data.find(b"\n\r\n", start)
-    lf = data.find(b"\n\n", start, crlf + 2 if crlf >= 0 else len(data))
-    if lf >= 0:
-        return lf + 2
-    return crlf + 3 if crlf >= 0 else -1
-
-
-def _crlf(head: bytes) -> bytes:
-    """``head`` with bare LF line ends made CRLF: h11 took them in a head, llhttp takes only CRLF."""
-    return head if head.count(b"\n") == head.count(b"\r\n") else _BARE_LF.sub(b"\r\n", head)
 
 
 class _ResponseParser:
@@ -137,7 +123,7 @@ class _ResponseParser:
             self.received = True
         while self._in_head:
             head = self._pending + data
-            end = _head_end(head, max(0, len(self._pending) - 2))
+            end = head_end(head, max(0, len(self._pending) - 2))
             if end < 0:
                 if len(head) > _MAX_HEAD:
                     raise httpx.RemoteProtocolError("response header too large")
@@ -147,7 +133,7 @@ class _ResponseParser:
                 raise httpx.RemoteProtocolError("response header too large")
             self._pending = b""
             self._interim = False
-            block = _crlf(head[:end])
+            block = crlf(head[:end])
             self._parse(block)
             data = head[end:]
             if self._final:

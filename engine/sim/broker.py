@@ -28,7 +28,6 @@ import hmac
 import json
 import logging
 import math
-import re
 import threading
 import time
 import uuid
@@ -45,6 +44,7 @@ from websockets.frames import Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from engine._http1 import crlf, head_end
 from engine._logs import wire_logger
 from engine.config import SimConfig
 from engine.events import SIDE_ASK, SIDE_BID
@@ -1126,21 +1126,6 @@ class PaperBroker:
 
 _TOKEN_BYTES = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _REQUEST_START = _TOKEN_BYTES | frozenset(b"\r\n")  # a request line starts with a method (blank lines before it are skipped)
-_BARE_LF = re.compile(rb"(?<!\r)\n")
-
-
-def _head_end(data: bytes | bytearray, start: int) -> int:
-    """Offset just past the first blank line at or after ``start`` (CRLF or bare LF line ends), or -1."""
-    crlf = data.find(b"\n\r\n", start)
-    lf = data.find(b"\n\n", start, crlf + 2 if crlf >= 0 else len(data))
-    if lf >= 0:
-        return lf + 2
-    return crlf + 3 if crlf >= 0 else -1
-
-
-def _crlf(head: bytes) -> bytes:
-    """``head`` with bare LF line ends made CRLF: h11 took them in a head, llhttp takes only CRLF."""
-    return head if head.count(b"\n") == head.count(b"\r\n") else _BARE_LF.sub(b"\r\n", head)
 
 
 def _partial_blank_line(data: bytearray) -> int:
@@ -1203,7 +1188,7 @@ class _RequestReader:
         while True:
             if buffer and buffer[0] not in _REQUEST_START:  # refused at once, as h11 did: no request line starts so
                 raise _BadRequest(400, "malformed request")
-            end = _head_end(buffer, max(0, self._scanned - 2))
+            end = head_end(buffer, max(0, self._scanned - 2))
             if end < 0:
                 if len(buffer) > _MAX_HEADER_BYTES:
                     raise _BadRequest(413, "request header too large")
@@ -1211,7 +1196,7 @@ class _RequestReader:
                 return None
             if end > _MAX_HEADER_BYTES:
                 raise _BadRequest(413, "request header too large")
-            head = _crlf(bytes(buffer[:end]))
+            head = crlf(bytes(buffer[:end]))
             del buffer[:end]
             self._scanned = 0
             self._start()
