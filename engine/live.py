@@ -1,10 +1,12 @@
 """The live engine (``tickforge run``): ticks in, orders out, fills booked, on one asyncio event loop.
 
-Data flows one way. Per decoded frame, each stage is one compiled call over the whole frame:
+Data flows one way. Per decoded frame, each stage is one compiled call over the whole frame, and the
+book path goes first so its orders do not wait for the heavier bar-close work of the same frame:
 
-    feed (StreamClient, decodes) -> book (quotes / orderbook deltas) -> bars (trades) -> streaming
-    features (at bar close) -> cross-section over the universe (backend kernels) -> strategy
-    (on_bar, on_book) -> pre-trade risk -> router (REST)          trade_updates -> fills -> P&L -> on_fill
+    feed (StreamClient, decodes) -> book (quotes / orderbook deltas) -> on_book -> pre-trade risk -> router
+                                 -> bars (trades) -> streaming features (at bar close) -> cross-section
+                                    over the universe (backend kernels) -> on_bar -> pre-trade risk -> router
+    trade_updates -> fills -> P&L -> on_fill
 
 Every frame is stamped at receive, decode, book, features, strategy and risk; an order born from it
 adds send (request handed to the router) and ack (first of the REST answer or the stream's ``new``
