@@ -581,7 +581,8 @@ class LiveEngine:
         try:
             if self.lockstep:
                 await self._settle_broker_events()
-            actions, pending_bars = self._process_frame(batch)
+            # real time: the book path's orders go out before the bar path of the same frame runs
+            actions, pending_bars = self._process_frame(batch, send_now=None if self.lockstep else self._send_now)
             if pending_bars:
                 if self.lockstep:
                     actions += await self._finish_bar_closes(pending_bars, batch.recv_ns)
@@ -598,7 +599,9 @@ class LiveEngine:
             await self._settle_broker_events()
             self._grant()
 
-    def _process_frame(self, batch: Any) -> tuple[list[tuple[str, int]], list[Any]]:
+    def _process_frame(self, batch: Any, send_now: Any = None) -> tuple[list[tuple[str, int]], list[Any]]:
+        """Book path, then bar path; returns the actions decided (and the off-loop bar closes).
+        ``send_now`` (real time) takes the book path's actions at once instead."""
         lat = self.latency
         stamps = lat.begin_frame(batch.recv_ns)
         stamps[T_DECODE] = now_ns()
@@ -631,6 +634,9 @@ class LiveEngine:
             intents = self._call_strategy("on_book", changed)
             stamps[T_STRATEGY] = now_ns()
             actions = self._decide(intents, event_ns)
+            if actions and send_now is not None:
+                send_now(actions)
+                actions = []
         lat.record_frame()
         if not len(batch.trades) and event_ns < self._next_bar_end:
             return actions, []
@@ -813,8 +819,12 @@ class LiveEngine:
             for kind, seq in actions:  # one at a time: the broker sees them in decision order
                 await (self._send(seq) if kind == "send" else self._cancel(seq))
         else:
-            for kind, seq in actions:
-                self._spawn(self._send(seq) if kind == "send" else self._cancel(seq), eager=True)
+            self._send_now(actions)
+
+    def _send_now(self, actions: list[tuple[str, int]]) -> None:
+        """Real time: each send and cancel runs concurrently (written at once on Python 3.12+)."""
+        for kind, seq in actions:
+            self._spawn(self._send(seq) if kind == "send" else self._cancel(seq), eager=True)
 
     def _request(self, track: _OrderTrack) -> Any:
         from engine.execution.models import OrderRequest  # noqa: PLC0415
