@@ -55,7 +55,7 @@ import numpy as np
 from engine._jit import entry_point, inline_kernel, kernel
 from engine.book import BookManager, _checked, _tob_values
 from engine.errors import InputError
-from engine.events import BAR_DTYPE, FLAG_CORRECTION, TRADE_DTYPE, copy_records
+from engine.events import BAR_DTYPE, FLAG_CORRECTION, TRADE_DTYPE, copy_records, frozen_empty
 
 log = logging.getLogger("tickforge.bars")
 
@@ -406,11 +406,6 @@ def timeframe_name(seconds: int) -> str:
     return f"{seconds}s"
 
 
-def _frozen(arr: np.ndarray) -> np.ndarray:
-    arr.flags.writeable = False
-    return arr
-
-
 @dataclass(frozen=True)
 class BarBatch:
     """Bars that closed in one call: ``bars[i]`` is of timeframe ``names[timeframe[i]]``."""
@@ -480,7 +475,7 @@ class BarAggregator:
         if len(set(names)) != len(names):
             raise InputError(f"duplicate bar specs: {names}")
         self.names = tuple(names)
-        self._no_bars = BarBatch(_frozen(np.zeros(0, BAR_DTYPE)), _frozen(np.zeros(0, np.int16)), _frozen(np.zeros(0, MICRO_DTYPE)), self.names)
+        self._no_bars = BarBatch(frozen_empty(BAR_DTYPE), frozen_empty(np.int16), frozen_empty(MICRO_DTYPE), self.names)
         k, a = len(seconds), len(kinds)
         self._tf_ns = np.array(seconds, dtype=np.int64) * NS_PER_S
         # each level's parent is the largest smaller timeframe that divides it: its closed bars feed this one

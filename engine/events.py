@@ -137,6 +137,13 @@ def empty(dtype: np.dtype, n: int = 0) -> np.ndarray:
     return np.zeros(n, dtype=dtype)
 
 
+def frozen_empty(dtype: np.dtype) -> np.ndarray:
+    """A read-only empty array: one instance can stand for "no events" everywhere, shared safely."""
+    arr = np.zeros(0, dtype=dtype)
+    arr.flags.writeable = False
+    return arr
+
+
 def copy_records(records: np.ndarray) -> np.ndarray:
     """A copy of a contiguous record array, made as one block of bytes.
 
@@ -148,4 +155,4 @@ def copy_records(records: np.ndarray) -> np.ndarray:
     return np.frombuffer(bytearray(records.data), records.dtype)
 
 
-__all__ = [name for name in dir() if name.isupper()] + ["copy_records", "empty"]
+__all__ = [name for name in dir() if name.isupper()] + ["copy_records", "empty", "frozen_empty"]

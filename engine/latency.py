@@ -199,6 +199,13 @@ SPANS = {
 _DECISION_SPAN = list(SPANS).index("tick_to_decision")
 
 
+def _histogram_rows(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, dict[str, LatencyHistogram]]:
+    """Counts and stats with one row per name, and a histogram over each row."""
+    counts = np.zeros((len(names), N_BUCKETS), dtype=np.int64)
+    stats = np.zeros((len(names), 4), dtype=np.int64)
+    return counts, stats, {name: LatencyHistogram(name, counts[i], stats[i]) for i, name in enumerate(names)}
+
+
 @njit(cache=True)
 def _open_chain(chains, chain_seq, chain_open, stamps, order_seq, span_counts, span_stats):  # pragma: no cover - njit
     # copy the frame's stamps into the order's ring slot; returns 1 when an open chain was overwritten
@@ -235,15 +242,13 @@ class LatencyRecorder:
     """
 
     def __init__(self, chain_capacity: int = 65_536) -> None:
-        # one row per stage, so a frame's stage durations are recorded in one compiled call
-        self._stage_counts = np.zeros((N_STAGES, N_BUCKETS), dtype=np.int64)
-        self._stage_stats = np.zeros((N_STAGES, 4), dtype=np.int64)
-        self.stages = {name: LatencyHistogram(name, self._stage_counts[i], self._stage_stats[i]) for i, name in enumerate(STAGES) if i}
+        # one row per stage (and per span), so a frame's durations are recorded in one compiled call;
+        # row 0 of the stages (receive) is a start, never a duration
+        self._stage_counts, self._stage_stats, stages = _histogram_rows(STAGES)
+        self.stages = {name: h for name, h in stages.items() if name != STAGES[T_RECEIVE]}
+        self._span_counts, self._span_stats, self.spans = _histogram_rows(tuple(SPANS))
         self._record_stages = FixedTypes(_record_stages)  # per frame: skip numba's dispatch
         self._open_chain = FixedTypes(_open_chain)
-        self._span_counts = np.zeros((len(SPANS), N_BUCKETS), dtype=np.int64)
-        self._span_stats = np.zeros((len(SPANS), 4), dtype=np.int64)
-        self.spans = {name: LatencyHistogram(name, self._span_counts[i], self._span_stats[i]) for i, name in enumerate(SPANS)}
         self.frame_stamps = np.zeros(N_STAGES, dtype=np.int64)
         self._capacity = int(chain_capacity)
         self._chains = np.zeros((self._capacity, N_STAGES), dtype=np.int64)

@@ -30,6 +30,15 @@ async def recv_json(ws) -> list[dict]:
     return json.loads(await asyncio.wait_for(ws.recv(), 5))
 
 
+async def subscribe_all(ws) -> None:
+    """Connected, authenticated, subscribed to every trade and quote; the replies are consumed."""
+    await recv_json(ws)
+    await ws.send(json.dumps(AUTH))
+    await recv_json(ws)
+    await ws.send(json.dumps({"action": "subscribe", "trades": ["*"], "quotes": ["*"]}))
+    await recv_json(ws)
+
+
 async def recv_until(ws, predicate, limit: int = 500) -> dict:
     for _ in range(limit):
         for msg in await recv_json(ws):
@@ -74,11 +83,7 @@ async def test_handshake_auth_and_subscription_replies_list_the_full_set():
 async def test_data_frames_are_batched_and_shaped_like_alpaca():
     async with MarketDataServer(market(), CONFIG.model_copy(update={"messages_per_s": 20_000})) as server:
         async with connect(server.url_for("iex")) as ws:
-            await recv_json(ws)
-            await ws.send(json.dumps(AUTH))
-            await recv_json(ws)
-            await ws.send(json.dumps({"action": "subscribe", "trades": ["*"], "quotes": ["*"]}))
-            await recv_json(ws)
+            await subscribe_all(ws)
             sizes = []
             for _ in range(10):
                 frame = await recv_json(ws)
@@ -95,11 +100,7 @@ async def _mean_frame_size(interval_ms: float, frames: int = 25) -> float:
     cfg = CONFIG.model_copy(update={"messages_per_s": 20_000, "frame_interval_ms": interval_ms})
     async with MarketDataServer(market(), cfg) as server:
         async with connect(server.url_for("iex")) as ws:
-            await recv_json(ws)
-            await ws.send(json.dumps(AUTH))
-            await recv_json(ws)
-            await ws.send(json.dumps({"action": "subscribe", "trades": ["*"], "quotes": ["*"]}))
-            await recv_json(ws)
+            await subscribe_all(ws)
             await recv_json(ws)  # the first data frame may hold a partial interval
             sizes = [len(await recv_json(ws)) for _ in range(frames)]
     return sum(sizes) / len(sizes)

@@ -135,6 +135,15 @@ def _reset_fields(vals, ivals, codes):
 
 
 @inline_kernel
+def _wrote(counts, slot, count, ts):
+    """Record that rows were written: the new row count of ``slot`` and the frame's latest event time."""
+    counts[slot] = count
+    if ts > counts[MAX_TS]:
+        counts[MAX_TS] = ts
+    return True
+
+
+@inline_kernel
 def _emit(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, counts,
           mtype, s_start, s_end, ts, vals, ivals, codes, reset, d0, nd, has_levels, asks_first, bid_start):
     """Validate and write one parsed message, updating ``counts``; returns False to give up."""
@@ -159,10 +168,7 @@ def _emit(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, counts
         r.price = p
         r.size = sz
         r.trade_id = ivals[0]
-        counts[N_TRADES] = nt + 1
-        if ts > counts[MAX_TS]:
-            counts[MAX_TS] = ts
-        return True
+        return _wrote(counts, N_TRADES, nt + 1, ts)
     if mtype == T_QUOTE:
         for f in range(F_BP, F_AS + 1):
             if np.isnan(vals[f]):
@@ -185,10 +191,7 @@ def _emit(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, counts
         q.bid_size = bs
         q.ask_price = ap
         q.ask_size = as_
-        counts[N_QUOTES] = nq + 1
-        if ts > counts[MAX_TS]:
-            counts[MAX_TS] = ts
-        return True
+        return _wrote(counts, N_QUOTES, nq + 1, ts)
     if mtype == T_BAR or mtype == T_UBAR or mtype == T_DBAR:
         if np.isnan(vals[F_V]):
             vals[F_V] = 0.0
@@ -212,10 +215,7 @@ def _emit(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, counts
         b.volume = vals[F_V]
         b.vwap = vals[F_VW]
         b.trade_count = ivals[1]
-        counts[N_BARS] = nb + 1
-        if ts > counts[MAX_TS]:
-            counts[MAX_TS] = ts
-        return True
+        return _wrote(counts, N_BARS, nb + 1, ts)
     if mtype == T_BOOK:
         counts[N_BOOKS] += 1
         if nd == d0:
@@ -242,10 +242,7 @@ def _emit(buf, slots, names, lens, recv_ns, trades, quotes, bars, deltas, counts
         if reset:
             deltas[d0].flags = base | _FLAG_RESET
         deltas[nd - 1].flags = deltas[nd - 1].flags | _FLAG_LAST
-        counts[N_DELTAS] = nd
-        if ts > counts[MAX_TS]:
-            counts[MAX_TS] = ts
-        return True
+        return _wrote(counts, N_DELTAS, nd, ts)
     return False
 
 

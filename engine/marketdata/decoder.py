@@ -31,6 +31,7 @@ from engine.events import (
     SIDE_BID,
     TRADE_DTYPE,
     copy_records,
+    frozen_empty,
 )
 from engine._jit import FixedTypes
 from engine.marketdata import _fastparse, _wire
@@ -59,16 +60,10 @@ class Drop:
     detail: str = ""
 
 
-def _frozen_empty(dtype: np.dtype) -> np.ndarray:
-    arr = np.zeros(0, dtype=dtype)
-    arr.flags.writeable = False
-    return arr
-
-
-EMPTY_TRADES = _frozen_empty(TRADE_DTYPE)
-EMPTY_QUOTES = _frozen_empty(QUOTE_DTYPE)
-EMPTY_BARS = _frozen_empty(BAR_DTYPE)
-EMPTY_BOOK_DELTAS = _frozen_empty(BOOK_DELTA_DTYPE)
+EMPTY_TRADES = frozen_empty(TRADE_DTYPE)
+EMPTY_QUOTES = frozen_empty(QUOTE_DTYPE)
+EMPTY_BARS = frozen_empty(BAR_DTYPE)
+EMPTY_BOOK_DELTAS = frozen_empty(BOOK_DELTA_DTYPE)
 
 
 @dataclass(slots=True)
