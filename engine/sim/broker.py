@@ -23,6 +23,7 @@ when ``expire_day_orders()`` is called), no notional or multi-leg orders, cash-a
 from __future__ import annotations
 
 import asyncio
+import decimal
 import functools
 import hmac
 import json
@@ -176,6 +177,13 @@ def _asset_id(symbol: str) -> str:
     return str(uuid.uuid5(_ASSET_NS, symbol))
 
 
+@functools.lru_cache(maxsize=256)
+def _split_target(target: str) -> tuple[str, dict[str, list[str]]]:
+    """A request target's decoded path and query (a handful of targets repeat: split once each)."""
+    split = urlsplit(target)
+    return unquote(split.path), parse_qs(split.query, keep_blank_values=True)
+
+
 def _json_loads_decimal(body: bytes) -> Any:
     """``json.loads(body, parse_float=Decimal)`` without building a decoder per call."""
     return _DECIMAL_JSON.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
@@ -221,6 +229,18 @@ class _Order:
     expired_ns: int | None = None
     triggered: bool = False  # stop orders: the stop price was reached
     resting: bool = False  # passed its first matching pass: later fills are at its own limit
+    # the wire text of what never changes after submit, formatted once (an order is encoded several
+    # times: its response and each trade_updates event carry it)
+    created_at: str = field(init=False)
+    qty_text: str = field(init=False)
+    limit_text: str | None = field(init=False)
+    stop_text: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.created_at = _iso(self.created_ns)  # type: ignore[assignment]
+        self.qty_text = _fmt(self.qty)  # type: ignore[assignment]
+        self.limit_text = _fmt(self.limit_price)
+        self.stop_text = _fmt(self.stop_price)
 
     @property
     def buy(self) -> bool:
@@ -238,12 +258,13 @@ class _Order:
         return self.filled_notional / self.filled_qty if self.filled_qty else None
 
     def to_json(self) -> dict[str, Any]:
-        created = _iso(self.created_ns)
+        created = self.created_at
+        filled_qty = self.filled_qty
         return {
             "id": self.id,
             "client_order_id": self.client_order_id,
             "created_at": created,
-            "updated_at": _iso(self.updated_ns or self.created_ns),
+            "updated_at": _iso(self.updated_ns) if self.updated_ns else created,
             "submitted_at": created,
             "filled_at": _iso(self.filled_ns),
             "expired_at": _iso(self.expired_ns),
@@ -256,17 +277,17 @@ class _Order:
             "symbol": self.symbol,
             "asset_class": "crypto" if self.crypto else "us_equity",
             "notional": None,
-            "qty": _fmt(self.qty),
-            "filled_qty": _fmt(self.filled_qty),
-            "filled_avg_price": _fmt(self.avg_price()),
+            "qty": self.qty_text,
+            "filled_qty": _fmt(filled_qty),
+            "filled_avg_price": _fmt(self.filled_notional / filled_qty) if filled_qty else None,
             "order_class": "simple",
             "order_type": self.type,
             "type": self.type,
             "side": self.side,
-            "position_intent": _intent(self.side),
+            "position_intent": "buy_to_open" if self.side == "buy" else "sell_to_close",
             "time_in_force": self.time_in_force,
-            "limit_price": _fmt(self.limit_price),
-            "stop_price": _fmt(self.stop_price),
+            "limit_price": self.limit_text,
+            "stop_price": self.stop_text,
             "status": self.status,
             "extended_hours": self.extended_hours,
             "legs": None,
@@ -275,10 +296,6 @@ class _Order:
             "hwm": None,
             "expires_at": None,
         }
-
-
-def _intent(side: str) -> str:
-    return "buy_to_open" if side == "buy" else "sell_to_close"
 
 
 @dataclass(slots=True)
@@ -361,6 +378,12 @@ class PaperBroker:
         self._open_by_symbol: dict[str, list[_Order]] = {}
         self._positions: dict[str, _Position] = {}
         self._consumed: dict[str, dict[tuple[int, Decimal], Decimal]] = {}
+        # the book as decimals, converted once per change of a symbol's book: usable depth levels per
+        # (symbol, side) and mid-price marks; the source reports every change (``_on_book_change``)
+        self._levels: dict[tuple[str, int], list[tuple[Decimal, Decimal]]] = {}
+        self._marks: dict[str, Decimal] = {}
+        self._book_changes = 0  # bumped on every report: a conversion that raced one is not kept
+        self._reserved_by_symbol: dict[str, Decimal] = {}  # see _reserved; dropped on any change to the symbol
         self._streams: set[_StreamClient] = set()
         self._listeners: list[_StreamClient] = []
         self._held_events: list[dict[str, Any]] | None = None  # while a request is routed: sent after its response
@@ -534,9 +557,7 @@ class PaperBroker:
             if faults.delay_requests is not None:
                 faults.delay_requests -= 1
             await asyncio.sleep(faults.delay_s)
-        split = urlsplit(target)
-        path = unquote(split.path)
-        query = parse_qs(split.query, keep_blank_values=True)
+        path, query = _split_target(target)
         # events raised while routing wait for the response (no await in here: nothing else can emit meanwhile)
         self._held_events = events = []
         try:
@@ -627,6 +648,7 @@ class PaperBroker:
         self._orders[order.id] = order
         self._by_client_id[order.client_order_id] = order
         self._open_by_symbol.setdefault(order.symbol, []).append(order)
+        self._reserved_by_symbol.pop(order.symbol, None)
         self.stats["orders"] += 1
         self._emit("new", order, order.created_ns)
         self._match(order)
@@ -747,6 +769,7 @@ class PaperBroker:
         return results
 
     def _close(self, order: _Order) -> None:
+        self._reserved_by_symbol.pop(order.symbol, None)
         book = self._open_by_symbol.get(order.symbol)
         if book is not None and order in book:
             book.remove(order)
@@ -777,6 +800,35 @@ class PaperBroker:
         return _ZERO
 
     def _reserved(self) -> Decimal:
+        """What open orders could still add to positions, at their price estimates.
+
+        Kept per symbol until an order, fill or book change of that symbol, and summed only while no
+        addition rounds: the terms are never negative, so no partial sum needs more digits than the
+        total, and any grouping then gives what adding them one by one in order gives.
+        """
+        context = decimal.getcontext().copy()
+        context.traps[decimal.Rounded] = True
+        by_symbol = self._reserved_by_symbol
+        reserved = _ZERO
+        try:
+            for symbol, orders in self._open_by_symbol.items():
+                subtotal = by_symbol.get(symbol)
+                if subtotal is None:
+                    seen = self._book_changes
+                    subtotal = _ZERO
+                    for order in orders:
+                        need = self._exposure_increase(symbol, order.buy, order.remaining)
+                        if need:
+                            subtotal = context.add(subtotal, need * self._price_estimate(order, need))
+                    if self._book_changes == seen:
+                        by_symbol[symbol] = subtotal
+                reserved = context.add(reserved, subtotal)
+        except decimal.Rounded:
+            return self._reserved_one_by_one()
+        return reserved
+
+    def _reserved_one_by_one(self) -> Decimal:
+        """``_reserved`` order by order, rounding as it goes (when the exact sum has too many digits)."""
         reserved = _ZERO
         for orders in self._open_by_symbol.values():
             for order in orders:
@@ -810,21 +862,33 @@ class PaperBroker:
             return math.isfinite(ask) and _dec(ask) >= order.stop_price  # type: ignore[operator]
         return math.isfinite(bid) and _dec(bid) <= order.stop_price  # type: ignore[operator]
 
+    def _book_levels(self, symbol: str, side: int) -> list[tuple[Decimal, Decimal]]:
+        """One side of ``symbol``'s book as usable (price, size) decimal levels, best first."""
+        key = (symbol, side)
+        levels = self._levels.get(key)
+        if levels is None:
+            seen = self._book_changes
+            levels = [
+                (_dec(px), _dec(size))
+                for px, size in self._market.depth(symbol, side, self._depth_levels)
+                if math.isfinite(px) and px > 0 and math.isfinite(size) and size > 0
+            ]
+            if self._book_changes == seen:
+                self._levels[key] = levels
+        return levels
+
     def _take(self, order: _Order, limit: Decimal | None, want: Decimal, *, consume: bool) -> list[tuple[Decimal, Decimal]]:
         """Levels (price, qty) the order can take from the opposite side, best first, up to ``want``."""
         book_side = SIDE_ASK if order.buy else SIDE_BID
         consumed = self._consumed.setdefault(order.symbol, {})
         out: list[tuple[Decimal, Decimal]] = []
-        for px_f, size_f in self._market.depth(order.symbol, book_side, self._depth_levels):
+        for price, size in self._book_levels(order.symbol, book_side):
             if want <= 0:
                 break
-            if not (math.isfinite(px_f) and px_f > 0 and math.isfinite(size_f) and size_f > 0):
-                continue
-            price = _dec(px_f)
             if limit is not None and (price > limit if order.buy else price < limit):
                 break
             key = (book_side, price)
-            available = _dec(size_f) - consumed.get(key, _ZERO)
+            available = size - consumed.get(key, _ZERO)
             if available <= 0:
                 continue
             qty = min(available, want)
@@ -859,6 +923,7 @@ class PaperBroker:
 
     def _execute(self, order: _Order, qty: Decimal, price: Decimal) -> None:
         now = _now_ns()
+        self._reserved_by_symbol.pop(order.symbol, None)  # the order, the position and the book's liquidity changed
         order.filled_qty += qty
         order.filled_notional += qty * price
         order.updated_ns = now
@@ -894,7 +959,18 @@ class PaperBroker:
         )
 
     def _on_book_change(self, symbols: list[str]) -> None:
-        """Listener for the liquidity source: may be called from any thread."""
+        """Listener for the liquidity source: may be called from any thread.
+
+        The decimal book, marks and reserved subtotals are dropped at once, in the caller's thread
+        (each a single dict operation), so no request sees them past the change; consumed liquidity
+        and matching wait for the loop.
+        """
+        self._book_changes += 1
+        for symbol in symbols:
+            self._marks.pop(symbol, None)
+            self._reserved_by_symbol.pop(symbol, None)
+            self._levels.pop((symbol, SIDE_BID), None)
+            self._levels.pop((symbol, SIDE_ASK), None)
         loop = self._loop
         if loop is None or loop.is_closed():
             return
@@ -922,11 +998,19 @@ class PaperBroker:
     # --- positions and account -------------------------------------------------------------------
 
     def _mark(self, position: _Position) -> Decimal:
+        """The mid price (converted once per book change), else the last fill's price."""
+        mark = self._marks.get(position.symbol)
+        if mark is not None:
+            return mark
+        seen = self._book_changes
         top = self._market.top_of_book(position.symbol)
         if top is not None:
             bid, _, ask, _ = top
             if math.isfinite(bid) and math.isfinite(ask) and bid > 0 and ask > 0:
-                return _dec(0.5 * (bid + ask))
+                mark = _dec(0.5 * (bid + ask))
+                if self._book_changes == seen:
+                    self._marks[position.symbol] = mark
+                return mark
         return position.last_fill_price
 
     def _market_values(self) -> tuple[Decimal, Decimal]:
