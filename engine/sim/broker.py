@@ -9,9 +9,9 @@ The wire protocol is Alpaca's: the same paths, JSON shapes with decimals as stri
 and ``{"code", "message"}`` error bodies, ``X-Ratelimit-*`` headers and 429 + ``Retry-After`` past
 the limit, and the ``/stream`` WebSocket (authenticate, listen, binary frames) on the same port, so
 unmodified Alpaca SDK clients work against it. HTTP/1.1 requests are parsed by llhttp (``httptools``:
-keep-alive, Content-Length and chunked bodies, pipelining) and responses framed here, around an
-asyncio connection loop; a WebSocket upgrade hands the socket to the ``websockets`` library's
-protocol engine. An order's REST response goes out before its trade_updates events are encoded and
+keep-alive, Content-Length and chunked bodies, pipelining) and responses framed here, inside an
+asyncio protocol that answers a request in the loop turn its bytes arrive; a WebSocket upgrade hands
+the connection to the ``websockets`` library's protocol engine. An order's REST response goes out before its trade_updates events are encoded and
 sent: the order exists by then, and the stream is not what the caller waits on. Fault switches
 (``broker.faults``) inject delays, dropped responses, 5xx and 429 bursts for tests.
 
@@ -65,7 +65,7 @@ _ORDER_TYPES = ("market", "limit", "stop", "stop_limit")
 _TIME_IN_FORCE = ("day", "gtc", "opg", "cls", "ioc", "fok")
 _MAX_HEADER_BYTES = 64 * 1024
 _MAX_BODY_BYTES = 1024 * 1024
-_READ_SIZE = 64 * 1024
+_WRITE_BUFFER_HIGH = 256 * 1024  # responses a client leaves unread past this: its requests wait until it reads
 _REASONS = {
     200: "OK", 204: "No Content", 207: "Multi-Status", 400: "Bad Request", 401: "Unauthorized",
     403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 411: "Length Required",
@@ -310,17 +310,18 @@ class _Position:
 class _StreamClient:
     """One trade_updates WebSocket connection (server side)."""
 
-    __slots__ = ("protocol", "writer", "authenticated", "listening")
+    __slots__ = ("protocol", "transport", "authenticated", "listening", "fragments")
 
-    def __init__(self, protocol: ServerProtocol, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, protocol: ServerProtocol, transport: asyncio.Transport) -> None:
         self.protocol = protocol
-        self.writer = writer
+        self.transport = transport
         self.authenticated = False
         self.listening = False
+        self.fragments: list[bytes] = []  # a message's frames so far
 
     def send(self, *payloads: bytes) -> None:
         """One binary frame per payload (Alpaca's trade_updates stream uses binary frames), in one write."""
-        if self.protocol.state is not State.OPEN or self.writer.is_closing():
+        if self.protocol.state is not State.OPEN or self.transport.is_closing():
             return
         for payload in payloads:
             self.protocol.send_binary(payload)
@@ -328,13 +329,13 @@ class _StreamClient:
 
     def flush(self) -> None:
         chunks = self.protocol.data_to_send()
-        if not chunks or self.writer.is_closing():
+        if not chunks or self.transport.is_closing():
             return
         data = b"".join(chunks)
         if data:
-            self.writer.write(data)
+            self.transport.write(data)
         if not chunks[-1]:  # the protocol's end-of-stream marker: the server closes TCP after the close handshake
-            self.writer.close()
+            self.transport.close()
 
 
 class _Drop(Exception):
@@ -346,6 +347,7 @@ class _Drop(Exception):
 
 
 _NO_EVENTS: tuple[dict[str, Any], ...] = ()
+_Reply = tuple[int, bytes | None, list[tuple[str, str]], Sequence[dict[str, Any]]]  # status, body, headers, events
 
 
 class PaperBroker:
@@ -392,8 +394,8 @@ class PaperBroker:
         self._server: asyncio.base_events.Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
-        self._connections: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._connections: set[_Connection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # requests held back by the delay fault
         self.base_url = ""
         self.stats = {"requests": 0, "rate_limited": 0, "orders": 0, "fills": 0, "events": 0}
         market.add_listener(self._on_book_change)
@@ -406,8 +408,8 @@ class PaperBroker:
             return self.base_url
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self._server = await asyncio.start_server(
-            self._serve_connection, self.config.host, self.config.broker_port, limit=_MAX_HEADER_BYTES
+        self._server = await self._loop.create_server(
+            functools.partial(_Connection, self), self.config.host, self.config.broker_port
         )
         host, port = self._server.sockets[0].getsockname()[:2]
         self.base_url = f"http://{host}:{port}"
@@ -423,8 +425,8 @@ class PaperBroker:
         if server is None:
             return
         server.close()
-        for writer in list(self._connections):
-            writer.close()
+        for connection in list(self._connections):
+            connection.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -466,9 +468,7 @@ class PaperBroker:
         """Cut every trade_updates connection abruptly (the client must reconnect). Returns how many."""
         clients = list(self._streams)
         for client in clients:
-            transport = client.writer.transport
-            if transport is not None:
-                transport.abort()
+            client.transport.abort()
         self._streams.clear()
         self._listeners.clear()
         await asyncio.sleep(0)
@@ -476,89 +476,42 @@ class PaperBroker:
 
     # --- HTTP/1.1 --------------------------------------------------------------------------------
 
-    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)  # type: ignore[arg-type]
-        self._connections.add(writer)
-        incoming = _RequestReader()
-        try:
-            while True:
-                try:
-                    request = incoming.next_head()
-                    while request is None:
-                        data = await reader.read(_READ_SIZE)
-                        if not data:
-                            return  # the client is done (or hung up mid-head)
-                        incoming.feed(data)
-                        request = incoming.next_head()
-                    if request.headers.get("upgrade", "").lower() == "websocket":
-                        await self._serve_stream(reader, writer, request, incoming.take_buffer())
-                        return
-                    body = incoming.body()
-                    while body is None:
-                        data = await reader.read(_READ_SIZE)
-                        if not data:
-                            return  # hung up mid-body
-                        incoming.feed(data)
-                        body = incoming.body()
-                except _BadRequest as exc:
-                    writer.write(_http_response(exc.status, _error_body(40010000, exc.message), close=True))
-                    return
-                try:
-                    status, payload, extra, events = await self._handle(request.method, request.target, request.headers, body)
-                except _Drop as drop:
-                    writer.close()
-                    self._send_events(drop.events)
-                    return
-                writer.write(_http_response(status, payload, extra, close=not request.keep_alive, head=request.method == "HEAD"))
-                self._send_events(events)  # after the response: the caller waits on it, not on the stream
-                if writer.transport.get_write_buffer_size() > 256 * 1024:
-                    await writer.drain()
-                if not request.keep_alive:
-                    return
-        except (asyncio.CancelledError, ConnectionError):
-            pass
-        except Exception:  # a bug here must not kill the server; the client sees a dropped connection
-            log.exception("paper broker: connection handler failed")
-        finally:
-            self._connections.discard(writer)
-            writer.close()
-            if task is not None:
-                self._tasks.discard(task)  # type: ignore[arg-type]
-
-    async def _handle(
-        self, method: str, target: str, headers: dict[str, str], body: bytes
-    ) -> tuple[int, bytes | None, list[tuple[str, str]], Sequence[dict[str, Any]]]:
-        """Status, body and extra headers of the response, and the trade_updates events to send after it."""
+    def _admit(self, headers: dict[str, str]) -> tuple[_Reply | None, list[tuple[str, str]], float]:
+        """Authentication, the rate limit and the request faults, in that order: a reply that ends the
+        request here (else None), the rate limit headers, and how long to hold the request first."""
         self.stats["requests"] += 1
         key = headers.get("apca-api-key-id")
         secret = headers.get("apca-api-secret-key")
         if not key or not secret:
-            return 401, _error_body(40110000, "request is not authorized"), [], _NO_EVENTS
+            return (401, _error_body(40110000, "request is not authorized"), [], _NO_EVENTS), [], 0.0
         if not (hmac.compare_digest(key.encode(), self._key) & hmac.compare_digest(secret.encode(), self._secret)):
-            return 403, _error_body(40310000, "forbidden"), [], _NO_EVENTS
+            return (403, _error_body(40310000, "forbidden"), [], _NO_EVENTS), [], 0.0
         rate_headers, over = self._count_request()
         faults = self.faults
         if over:
             self.stats["rate_limited"] += 1
             retry_after = max(1, math.ceil(self._window_start + self._rate_window_s - time.monotonic()))
             throttled = rate_headers + [("Retry-After", str(retry_after))]
-            return 429, _error_body(42910000, "rate limit exceeded"), throttled, _NO_EVENTS
+            return (429, _error_body(42910000, "rate limit exceeded"), throttled, _NO_EVENTS), rate_headers, 0.0
         if faults.throttle_next > 0:
             faults.throttle_next -= 1
             self.stats["rate_limited"] += 1
             throttled = rate_headers + [("Retry-After", str(faults.retry_after_s))]
-            return 429, _error_body(42910000, "rate limit exceeded"), throttled, _NO_EVENTS
+            return (429, _error_body(42910000, "rate limit exceeded"), throttled, _NO_EVENTS), rate_headers, 0.0
         if faults.error_next > 0:
             faults.error_next -= 1
-            return faults.error_status, _error_body(50010000, "internal server error"), rate_headers, _NO_EVENTS
+            return (faults.error_status, _error_body(50010000, "internal server error"), rate_headers, _NO_EVENTS), rate_headers, 0.0
         if faults.delay_s > 0 and (faults.delay_requests is None or faults.delay_requests > 0):
             if faults.delay_requests is not None:
                 faults.delay_requests -= 1
-            await asyncio.sleep(faults.delay_s)
+            return None, rate_headers, faults.delay_s
+        return None, rate_headers, 0.0
+
+    def _handle(self, method: str, target: str, body: bytes, rate_headers: list[tuple[str, str]]) -> _Reply:
+        """Status, body and extra headers of the response to an admitted request, and the trade_updates
+        events to send after it. Raises ``_Drop`` when the drop fault takes the response."""
         path, query = _split_target(target)
-        # events raised while routing wait for the response (no await in here: nothing else can emit meanwhile)
+        # events raised while routing wait for the response (nothing else runs meanwhile: no await)
         self._held_events = events = []
         try:
             status, payload = self._route(method, path, query, body)
@@ -566,6 +519,7 @@ class PaperBroker:
             return exc.status, _error_body(exc.code, exc.message), rate_headers, events
         finally:
             self._held_events = None
+        faults = self.faults
         if status == 200 and method == "POST" and faults.drop_after_accept > 0:
             faults.drop_after_accept -= 1
             raise _Drop(events)
@@ -1127,51 +1081,46 @@ class PaperBroker:
             client.send(*payloads)
         self.stats["events"] += len(events)
 
-    async def _serve_stream(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upgrade: _Request, early: bytes
-    ) -> None:
-        """Hand the socket to websockets: it re-reads the upgrade request's head (it validates the handshake
-        itself), then ``early`` (frames the client sent right behind it), then the socket."""
+    def _open_stream(self, transport: asyncio.Transport, upgrade: _Request) -> _StreamClient | None:
+        """Hand the connection to websockets: it re-reads the upgrade request's head (it validates the
+        handshake itself) and answers it. Returns the stream once open, else None: close the connection."""
         protocol = ServerProtocol(max_size=1 << 20, logger=_wire_log)
         protocol.receive_data(upgrade.head.lstrip(b"\r\n"))  # llhttp skips blank lines before a request; websockets does not
         events = protocol.events_received()
         if not events:
-            return
+            return None
         request = events[0]
-        target = upgrade.target
-        if urlsplit(target).path != "/stream":
+        if urlsplit(upgrade.target).path != "/stream":
             response = protocol.reject(404, "not found\n")
         elif self.faults.refuse_streams:
             response = protocol.reject(503, "stream unavailable\n")
         else:
             response = protocol.accept(request)  # type: ignore[arg-type]
         protocol.send_response(response)
-        client = _StreamClient(protocol, writer)
+        client = _StreamClient(protocol, transport)
         client.flush()
         if response.status_code != 101:
-            return
+            return None
         self._streams.add(client)
-        fragments: list[bytes] = []
-        try:
-            while protocol.state is not State.CLOSED and not writer.is_closing():
-                data, early = early or await reader.read(65536), b""
-                if not data:
-                    protocol.receive_eof()
-                    break
-                protocol.receive_data(data)
-                for frame in protocol.events_received():
-                    if frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):  # type: ignore[union-attr]
-                        fragments.append(bytes(frame.data))  # type: ignore[union-attr]
-                        if frame.fin:  # type: ignore[union-attr]
-                            message, fragments = b"".join(fragments), []
-                            self._on_stream_message(client, message)
-                client.flush()
-        except ConnectionError:
-            pass
-        finally:
-            self._streams.discard(client)
-            if client in self._listeners:
-                self._listeners.remove(client)
+        return client
+
+    def _on_stream_data(self, client: _StreamClient, data: bytes) -> bool:
+        """Bytes from a trade_updates client. Returns False once the stream is over: close the connection."""
+        protocol = client.protocol
+        protocol.receive_data(data)
+        for frame in protocol.events_received():
+            if frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):  # type: ignore[union-attr]
+                client.fragments.append(bytes(frame.data))  # type: ignore[union-attr]
+                if frame.fin:  # type: ignore[union-attr]
+                    message, client.fragments = b"".join(client.fragments), []
+                    self._on_stream_message(client, message)
+        client.flush()
+        return protocol.state is not State.CLOSED and not client.transport.is_closing()
+
+    def _close_stream(self, client: _StreamClient) -> None:
+        self._streams.discard(client)
+        if client in self._listeners:
+            self._listeners.remove(client)
 
     def _on_stream_message(self, client: _StreamClient, message: bytes) -> None:
         try:
@@ -1368,6 +1317,168 @@ class _RequestReader:
 
     def on_message_complete(self) -> None:
         self._done = True
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: HTTP/1.1 requests, or the trade_updates WebSocket once upgraded.
+
+    A request is parsed and answered inside ``data_received``, in the loop turn its last bytes
+    arrive: no reader task to wake first (that wake-up was a loop turn behind a busy market data
+    exchange). Only a request held back by the delay fault waits in a task; requests behind it on
+    the connection wait for it, so responses keep their order.
+    """
+
+    def __init__(self, broker: PaperBroker) -> None:
+        self._broker = broker
+        self._incoming = _RequestReader()
+        self._transport: asyncio.Transport = None  # type: ignore[assignment]  # set by connection_made
+        self._request: _Request | None = None  # head read, body not yet all here
+        self._stream: _StreamClient | None = None
+        self._held = False  # a delayed request is in a task
+        self._paused = False  # the client is not reading its responses (write buffer over its limit)
+        self._eof = False
+
+    def close(self) -> None:
+        self._transport.close()
+        if self._stream is not None:
+            self._broker._close_stream(self._stream)
+
+    # --- asyncio's callbacks ---------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._transport.set_write_buffer_limits(high=_WRITE_BUFFER_HIGH)
+        self._broker._connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._stream is None:
+            self._incoming.feed(data)
+            self._serve()
+            return
+        try:
+            alive = self._broker._on_stream_data(self._stream, data)
+        except Exception:  # a bug here must not kill the server; the client sees a dropped connection
+            log.exception("paper broker: stream handler failed")
+            alive = False
+        if not alive:
+            self.close()
+
+    def eof_received(self) -> bool:
+        if self._stream is not None:
+            self._stream.protocol.receive_eof()
+            return False
+        self._eof = True  # whole requests already here are still answered (and a half-read one never is)
+        return self._held or self._paused
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._broker._connections.discard(self)
+        if self._stream is not None:
+            self._broker._close_stream(self._stream)
+
+    def pause_writing(self) -> None:
+        if self._stream is None:
+            self._paused = True
+            self._update_reading()
+
+    def resume_writing(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._update_reading()
+            self._serve()
+
+    # --- requests --------------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        """Answer the whole requests received so far, in order, until something holds the connection up."""
+        transport = self._transport
+        incoming = self._incoming
+        try:
+            while not (self._held or self._paused or transport.is_closing()):
+                request = self._request
+                if request is None:
+                    request = incoming.next_head()
+                    if request is None:
+                        break
+                    if request.headers.get("upgrade", "").lower() == "websocket":
+                        self._upgrade(request, incoming.take_buffer())
+                        return
+                    self._request = request
+                body = incoming.body()
+                if body is None:
+                    break
+                self._request = None
+                self._answer(request, body)
+        except _BadRequest as exc:
+            transport.write(_http_response(exc.status, _error_body(40010000, exc.message), close=True))
+            transport.close()
+            return
+        except Exception:  # a bug here must not kill the server; the client sees a dropped connection
+            log.exception("paper broker: connection handler failed")
+            transport.close()
+            return
+        if self._eof and not (self._held or self._paused):
+            transport.close()
+
+    def _answer(self, request: _Request, body: bytes) -> None:
+        broker = self._broker
+        reply, rate_headers, delay_s = broker._admit(request.headers)
+        if reply is None:
+            if delay_s > 0:
+                self._held = True
+                self._update_reading()
+                task = asyncio.get_running_loop().create_task(self._answer_later(request, body, rate_headers, delay_s))
+                broker._tasks.add(task)
+                task.add_done_callback(broker._tasks.discard)
+                return
+            try:
+                reply = broker._handle(request.method, request.target, body, rate_headers)
+            except _Drop as drop:
+                self._drop(drop)
+                return
+        self._reply(request, reply)
+
+    async def _answer_later(self, request: _Request, body: bytes, rate_headers: list[tuple[str, str]], delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        try:
+            reply = self._broker._handle(request.method, request.target, body, rate_headers)
+        except _Drop as drop:
+            self._drop(drop)
+            return
+        except Exception:
+            log.exception("paper broker: connection handler failed")
+            self._transport.close()
+            return
+        self._reply(request, reply)
+        self._held = False
+        self._update_reading()
+        self._serve()
+
+    def _reply(self, request: _Request, reply: _Reply) -> None:
+        status, payload, extra, events = reply
+        transport = self._transport
+        if not transport.is_closing():
+            transport.write(_http_response(status, payload, extra, close=not request.keep_alive, head=request.method == "HEAD"))
+        self._broker._send_events(events)  # after the response: the caller waits on it, not on the stream
+        if not request.keep_alive:
+            transport.close()
+
+    def _drop(self, drop: _Drop) -> None:
+        self._transport.close()
+        self._broker._send_events(drop.events)
+
+    def _upgrade(self, request: _Request, early: bytes) -> None:
+        """Hand the connection to the trade_updates stream, with any bytes sent right behind the handshake."""
+        self._stream = self._broker._open_stream(self._transport, request)
+        if self._stream is None:
+            self._transport.close()
+        elif early:
+            self.data_received(early)
+
+    def _update_reading(self) -> None:
+        if self._held or self._paused:
+            self._transport.pause_reading()
+        else:
+            self._transport.resume_reading()
 
 
 def _http_response(
