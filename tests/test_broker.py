@@ -673,3 +673,86 @@ def test_a_parsed_request_never_shows_its_credentials() -> None:
     secret = SIM.secret_key.get_secret_value()
     assert request is not None and request.headers["apca-api-secret-key"] == secret
     assert secret not in repr(request) and secret not in str(request)
+
+
+# --- answering in the loop turn the bytes arrive: pacing, faults, and the cached account figures -----
+
+
+async def test_a_request_split_into_single_bytes_is_answered(broker: PaperBroker) -> None:
+    body = json.dumps({"symbol": "AAPL", "side": "buy", "qty": "5", "type": "market", "time_in_force": "day"}).encode()
+    wire = wire_request("POST", "/v2/orders", body, extra="Connection: close\r\n")
+    reader, writer = await asyncio.open_connection(*broker.base_url.removeprefix("http://").split(":"))
+    for i in range(len(wire)):
+        writer.write(wire[i : i + 1])
+        await writer.drain()
+        if i % 16 == 0:
+            await asyncio.sleep(0)  # separate segments, read one by one
+    received = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    head, _, answer = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and json.loads(answer)["filled_qty"] == "5"
+
+
+async def test_a_delayed_request_holds_back_the_requests_behind_it(broker: PaperBroker) -> None:
+    broker.faults.delay_s, broker.faults.delay_requests = 0.2, 1
+    order_body = json.dumps({"symbol": "AAPL", "side": "buy", "qty": "1", "type": "market", "time_in_force": "day"}).encode()
+    wire = wire_request("POST", "/v2/orders", order_body) + wire_request("GET", "/v2/positions", extra="Connection: close\r\n")
+    started = time.monotonic()
+    (s1, _, b1), (s2, _, b2) = await exchange(broker, wire)
+    assert time.monotonic() - started >= 0.2
+    assert (s1, s2) == (200, 200) and json.loads(b1)["status"] == "filled"
+    assert [p["qty"] for p in json.loads(b2)] == ["1"]  # answered after the delayed order, in order
+    assert broker.faults.delay_requests == 0
+
+
+async def test_pipelined_requests_then_a_half_close_are_all_answered(broker: PaperBroker) -> None:
+    reader, writer = await asyncio.open_connection(*broker.base_url.removeprefix("http://").split(":"))
+    writer.write(wire_request("GET", "/v2/account") * 3)
+    writer.write_eof()
+    received = await asyncio.wait_for(reader.read(), 5)  # the broker answers all three, then closes
+    writer.close()
+    assert received.count(b"HTTP/1.1 200 OK\r\n") == 3
+
+
+async def test_a_bad_request_behind_a_good_one_gets_a_400_and_a_close(broker: PaperBroker) -> None:
+    (s1, _, _), (s2, headers, body) = await exchange(broker, wire_request("GET", "/v2/account") + b"\x00BAD\r\n\r\n")
+    assert (s1, s2) == (200, 400) and headers["connection"] == "close"
+    assert json.loads(body) == {"code": 40010000, "message": "malformed request"}
+
+
+async def test_buying_power_follows_resting_orders_fills_and_book_changes(http: httpx.AsyncClient, book: StaticBook) -> None:
+    async def buying_power() -> Decimal:
+        return Decimal((await http.get("/v2/account")).json()["buying_power"])
+
+    start = await buying_power()
+    await order(http, symbol="AAPL", side="buy", qty=10, type="limit", limit_price="99.00")
+    await order(http, symbol="MSFT", side="buy", qty=2, type="limit", limit_price="390.00")
+    resting = await order(http, symbol="MSFT", side="sell", qty=100, type="limit", limit_price="401.00")
+    assert await buying_power() == start - 10 * Decimal("99.00") - 2 * Decimal("390.00") - 100 * Decimal("401.00")
+    book.set_book("MSFT", [(401.50, 60.0)], [(402.00, 50.0)])  # the resting sell fills 60 at its limit
+
+    async def sold() -> bool:
+        return (await http.get(f"/v2/orders/{resting.json()['id']}")).json()["filled_qty"] == "60"
+
+    await eventually(sold)
+    account = (await http.get("/v2/account")).json()
+    short_mv = -60 * Decimal("401.75")  # marked at the new mid
+    # cash went up by the sale; the short's market value counts twice (equity, and buying power used);
+    # the 40 still resting and the AAPL buy hold theirs; the MSFT buy now closes short first: it needs none
+    expected = Decimal(account["cash"]) + 2 * short_mv - 10 * Decimal("99.00") - 40 * Decimal("401.00")
+    assert Decimal(account["buying_power"]) == expected
+
+
+def test_reserved_sums_exactly_as_order_by_order_however_many_digits() -> None:
+    source = StaticBook({"X/USD": ([(1.0, 1e12)], [(3.0, 1e12)]), "Y/USD": ([(1.0, 1e12)], [(3.0, 1e12)])})
+    broker = PaperBroker(source, SimConfig(starting_cash=1e15))
+    # tiny and huge resting orders: once both are in, the exact sum needs more digits than a Decimal
+    # keeps, and it must round just as adding order by order did
+    prices = [("X/USD", "1.0001"), ("Y/USD", "2.9999"), ("X/USD", "2.1234"), ("Y/USD", "1.0002")]
+    for i, (symbol, price) in enumerate(prices * 3):
+        qty = "9999999999.123456789" if i % 2 else "0.000000000000001"
+        broker._submit(json.dumps({"symbol": symbol, "side": "buy", "type": "limit", "time_in_force": "gtc",
+                                   "qty": qty, "limit_price": price}).encode())
+        assert broker._reserved() == broker._reserved_one_by_one()
+    source.set_book("X/USD", [(1.5, 1e12)], [(2.5, 1e12)])
+    assert broker._reserved() == broker._reserved_one_by_one()
