@@ -225,7 +225,11 @@ def run_peer(symbols: list[str], frames: list[bytes]) -> tuple[np.ndarray, int]:
 
 # --- part 2: loopback against the embedded exchange and broker in a child process --------------------
 
-def _serve_sim(rate: float, interval_ms: float, ready: multiprocessing.Queue, stop: multiprocessing.Event) -> None:  # type: ignore[type-arg]
+def _serve_sim(rate: float, interval_ms: float, ready: multiprocessing.Queue, stop: multiprocessing.Event, cpus: tuple[int, ...] = ()) -> None:  # type: ignore[type-arg]
+    import os
+
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     from engine.config import SimConfig
     from engine.sim.market import MessageLoop, SyntheticMarket
     from engine.sim.server import SimStack
@@ -278,14 +282,23 @@ class Pulse:
         return []
 
 
-async def _loopback_run(rate: float, interval_ms: float, seconds: float, busy_poll: bool = False) -> dict:
+def pinned_cpus() -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """(engine CPUs, venue CPUs): the first CPU for the engine, the rest for the simulated venue."""
+    import os
+
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    return ((cpus[0],), tuple(cpus[1:])) if len(cpus) >= 2 else None
+
+
+async def _loopback_run(rate: float, interval_ms: float, seconds: float, busy_poll: bool = False, pin: bool = False) -> dict:
     from engine.config import SimConfig, TickforgeConfig
     from engine.live import LiveEngine
 
+    engine_cpus, venue_cpus = (pinned_cpus() or ((), ())) if pin else ((), ())
     ctx = multiprocessing.get_context("spawn")
     ready: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
     stop = ctx.Event()
-    child = ctx.Process(target=_serve_sim, args=(rate, interval_ms, ready, stop), daemon=True)
+    child = ctx.Process(target=_serve_sim, args=(rate, interval_ms, ready, stop, venue_cpus), daemon=True)
     child.start()
     try:
         data_url, trading_url, symbols = ready.get(timeout=120)
@@ -294,7 +307,7 @@ async def _loopback_run(rate: float, interval_ms: float, seconds: float, busy_po
             alpaca={"key_id": sim.key_id.get_secret_value(), "secret_key": sim.secret_key.get_secret_value(),
                     "trading_url": trading_url, "data_url": data_url, "feed": "iex"},
             feed={"symbols": symbols, "msgpack": True},
-            live={"backend": "cpu", "duration_s": seconds, "strategy_params": {}, "busy_poll": busy_poll},
+            live={"backend": "cpu", "duration_s": seconds, "strategy_params": {}, "busy_poll": busy_poll, "cpu_affinity": engine_cpus},
             risk=RISK_LIMITS,
             execution={"rate_limit_per_min": 10_000_000},
         )
@@ -310,6 +323,8 @@ async def _loopback_run(rate: float, interval_ms: float, seconds: float, busy_po
         "rate_target": rate,
         "frame_interval_ms": interval_ms,
         "busy_poll": busy_poll,
+        "engine_cpus": list(engine_cpus),
+        "venue_cpus": list(venue_cpus),
         "messages": summary.messages,
         "messages_per_s": summary.messages / max(summary.elapsed_s, 1e-9),
         "frames": summary.stats.frames,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -164,6 +164,9 @@ class LiveConfig(_Frozen):
     metrics_host: str = "127.0.0.1"  # the control endpoint (POST /halt) has no auth: keep it on loopback
     dashboard: bool = False
     busy_poll: bool = False  # the loop polls instead of sleeping: lower, steadier latency, one core at 100%
+    # pin the engine process to these CPUs (Linux); () leaves placement to the OS. On loopback the
+    # venue's process is otherwise woken onto the engine's core right after each order write
+    cpu_affinity: tuple[Annotated[int, Field(ge=0)], ...] = ()
     halt_on_strategy_error: bool = False
     halt_file: str | None = None  # kill switch: trading halts as soon as this file exists
     record_path: str | None = None  # record the raw market data frames here (.gz / .zst / plain by suffix)

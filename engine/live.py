@@ -45,6 +45,7 @@ import importlib
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -295,6 +296,7 @@ class LiveEngine:
         self.recorder: Any = None  # engine.marketdata.recorder.Recorder while --record is on
         self._loop: asyncio.AbstractEventLoop | None = None
         self._gc_frozen = False
+        self._cpus_before: set[int] | None = None  # the CPU set before live.cpu_affinity pinned the engine
 
     # --- public control --------------------------------------------------------------------------
     @property
@@ -350,10 +352,13 @@ class LiveEngine:
             self._stop_event = asyncio.Event()
         cfg = self.config
         live = self.live_cfg
+        self._pin_cpus(live.cpu_affinity)
         key_id, secret_key, trading_url, feed_url = await self._connect_venue()
         self.build(self.universe)
 
-        from engine.execution.client import AlpacaRestClient  # noqa: PLC0415 - the network stack loads on run
+        import httpx  # noqa: PLC0415 - the network stack loads on run
+
+        from engine.execution.client import AlpacaRestClient  # noqa: PLC0415
         from engine.execution.router import OrderRouter  # noqa: PLC0415
         from engine.execution.trade_updates import TradeUpdatesStream  # noqa: PLC0415
         from engine.marketdata.client import StreamClient  # noqa: PLC0415
@@ -367,6 +372,10 @@ class LiveEngine:
         )
         await self.trade_updates.start()
         await self.trade_updates.wait_connected(timeout=15.0)
+        try:
+            await client.connect_ahead()  # the first order must not wait for a TCP (and TLS) handshake
+        except httpx.HTTPError as exc:
+            log.warning("order lane: could not connect ahead (%s); the first order connects instead", exc)
 
         if live.metrics_port:
             collector = LiveCollector(self.stats, self.latency, self.symbol_rows)
@@ -437,6 +446,20 @@ class LiveEngine:
         self.backend = resolve_backend(self.live_cfg.backend)
         self._build_pipeline()
         self._warm_up()
+
+    def _pin_cpus(self, cpus: tuple[int, ...]) -> None:
+        """Run the engine on ``cpus`` only (``shutdown`` restores the old set)."""
+        if not cpus:
+            return
+        if not hasattr(os, "sched_setaffinity"):
+            raise InputError("live.cpu_affinity needs an OS with sched_setaffinity (Linux)")
+        before = os.sched_getaffinity(0)
+        try:
+            os.sched_setaffinity(0, cpus)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot pin the engine to CPUs {sorted(cpus)} (this machine has {sorted(before)}): {exc}") from None
+        self._cpus_before = before
+        log.info("engine pinned to CPUs %s", sorted(cpus))
 
     def freeze_startup_objects(self) -> None:
         """Take everything alive now (modules, compiled kernels, the pipeline) out of the garbage
@@ -822,9 +845,16 @@ class LiveEngine:
             self._send_now(actions)
 
     def _send_now(self, actions: list[tuple[str, int]]) -> None:
-        """Real time: each send and cancel runs concurrently (written at once on Python 3.12+)."""
+        """Real time: each order is written at once (the lane's free connection, no task's first turn
+        to wait for); its answer, and each cancel, is awaited concurrently."""
         for kind, seq in actions:
-            self._spawn(self._send(seq) if kind == "send" else self._cancel(seq), eager=True)
+            if kind == "send":
+                track = self._orders[seq]
+                pending = self._start_send(track)
+                if pending is not None:
+                    self._spawn(self._finish_send(track, pending), eager=True)
+            else:
+                self._spawn(self._cancel(seq), eager=True)
 
     def _request(self, track: _OrderTrack) -> Any:
         from engine.execution.models import OrderRequest  # noqa: PLC0415
@@ -843,35 +873,61 @@ class LiveEngine:
         return OrderRequest(**fields)
 
     async def _send(self, seq: int) -> None:
-        from engine.execution.errors import ApiError, SlippageRejected, SubmitFailed, UnknownOrderOutcome  # noqa: PLC0415
-
+        """One order, start to answer (lock-step sends them one at a time)."""
         track = self._orders[seq]
-        side = "buy" if track.order.side == SIDE_BUY else "sell"
+        pending = self._start_send(track)
+        if pending is not None:
+            await self._finish_send(track, pending)
+
+    def _start_send(self, track: _OrderTrack) -> Any:
+        """Build, check and write the order (written now when the lane has a connection free); the
+        coroutine that awaits its answer, or None when it failed before anything was sent."""
+        seq = track.seq
+        latency = self.latency
         try:
             request = self._request(track)
-            self.latency.stamp(seq, T_SEND)
-            LiveStats.bump(self.stats.orders, side)
-            order = await self.router.submit(request)
-        except SlippageRejected:
-            LiveStats.bump(self.stats.denials, "SLIPPAGE_BAND")
-            self._finalize(seq)
-        except UnknownOrderOutcome as exc:
-            self.stats.orders_unknown += 1
-            track.unknown = True
-            log.warning("order %s: %s", track.client_order_id, exc)
-            self._spawn(self._resolve_later(track))
-        except (ApiError, SubmitFailed, ValueError) as exc:
-            self.stats.orders_rejected += 1
-            log.warning("order %s rejected: %s", track.client_order_id, exc)
-            self._finalize(seq)
-        except Exception:
-            self.stats.orders_rejected += 1
-            log.exception("order %s: submit failed unexpectedly", track.client_order_id)
-            self._finalize(seq)
+            LiveStats.bump(self.stats.orders, "buy" if track.order.side == SIDE_BUY else "sell")
+            # send: the order's bytes are on the socket; ack: the venue's success answer arrived
+            return self.router.submit_now(
+                request,
+                on_sent=lambda _: latency.stamp(seq, T_SEND),
+                on_accepted=lambda ns: latency.stamp(seq, T_ACK, ns),
+            )
+        except Exception as exc:
+            self._send_failed(track, exc)
+            track.send_done.set()
+            return None
+
+    async def _finish_send(self, track: _OrderTrack, pending: Any) -> None:
+        try:
+            order = await pending
+        except Exception as exc:
+            self._send_failed(track, exc)
         else:
             self._on_ack(track, order)
         finally:
             track.send_done.set()
+
+    def _send_failed(self, track: _OrderTrack, exc: Exception) -> None:
+        from engine.execution.errors import ApiError, SlippageRejected, SubmitFailed, UnknownOrderOutcome  # noqa: PLC0415
+
+        seq = track.seq
+        if isinstance(exc, SlippageRejected):
+            LiveStats.bump(self.stats.denials, "SLIPPAGE_BAND")
+            self._finalize(seq)
+        elif isinstance(exc, UnknownOrderOutcome):
+            self.stats.orders_unknown += 1
+            track.unknown = True
+            log.warning("order %s: %s", track.client_order_id, exc)
+            self._spawn(self._resolve_later(track))
+        elif isinstance(exc, (ApiError, SubmitFailed, ValueError)):
+            self.stats.orders_rejected += 1
+            log.warning("order %s rejected: %s", track.client_order_id, exc)
+            self._finalize(seq)
+        else:
+            self.stats.orders_rejected += 1
+            log.error("order %s: submit failed unexpectedly", track.client_order_id, exc_info=exc)
+            self._finalize(seq)
 
     def _on_ack(self, track: _OrderTrack, order: Any) -> None:
         self.latency.stamp(track.seq, T_ACK)
@@ -1156,6 +1212,9 @@ class LiveEngine:
         if self._gc_frozen:
             self._gc_frozen = False
             gc.unfreeze()
+        if self._cpus_before is not None:
+            os.sched_setaffinity(0, self._cpus_before)
+            self._cpus_before = None
         loop = asyncio.get_running_loop()
         for sig in self._signals:
             loop.remove_signal_handler(sig)
@@ -1343,6 +1402,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, metavar="PORT", help="serve /metrics, /status and POST /halt here")
     parser.add_argument("--dashboard", action="store_true", default=None, help="live terminal dashboard")
     parser.add_argument("--busy-poll", action="store_true", default=None, help="keep the event loop polling instead of sleeping (lower, steadier latency; one core at 100%%)")
+    parser.add_argument("--cpus", metavar="LIST", help="pin the engine to these CPUs, e.g. 2 or 2,3 (Linux; default: live.cpu_affinity)")
     parser.add_argument("--halt-file", metavar="PATH", help="kill switch: trading halts when this file appears")
     parser.add_argument("--record", metavar="PATH", help="record the raw market data frames (.jsonl.gz, .jsonl.zst or .jsonl); `tickforge replay PATH` reads it")
     parser.add_argument("--summary-json", metavar="PATH", help="also write the run summary as JSON")
@@ -1370,6 +1430,14 @@ def _parse_params(items: list[str]) -> dict[str, float | int | str | bool]:
     return params
 
 
+def _parse_cpus(text: str) -> tuple[int, ...]:
+    try:
+        cpus = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise InputError(f"--cpus expects CPU numbers separated by commas, e.g. 2 or 2,3; got {text!r}") from None
+    return cpus
+
+
 def config_from_args(args: argparse.Namespace) -> TickforgeConfig:
     """The configuration file and environment, with the command line on top."""
     from pydantic import ValidationError  # noqa: PLC0415
@@ -1383,6 +1451,9 @@ def config_from_args(args: argparse.Namespace) -> TickforgeConfig:
         value = getattr(args, attr, None)
         if value is not None:
             live_updates[key] = value
+    cpus = getattr(args, "cpus", None)
+    if cpus is not None:
+        live_updates["cpu_affinity"] = _parse_cpus(cpus)
     params = _parse_params(getattr(args, "param", []) or [])
     if params:
         live_updates["strategy_params"] = {**base.live.strategy_params, **params}

@@ -7,6 +7,7 @@ the response parser (llhttp behind a head delimiter of our own) is also fed byte
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import h11
@@ -101,6 +102,51 @@ async def test_each_body_length_gets_its_own_content_length(scripted) -> None:
         assert sent == body and f"Content-Length: {len(body)}".encode() in head.split(b"\r\n")
 
 
+@pytest.mark.parametrize("scripted", [[OK, OK, OK]], indirect=True)
+async def test_send_now_writes_before_returning_only_with_a_pooled_connection_and_a_free_slot(scripted) -> None:
+    server, lane = scripted
+    assert not lane.ready and lane.send_now("POST", "/v2/orders", b"{}") is None  # nothing pooled yet
+    await lane.request("POST", "/v2/orders", b"{}")  # connects; the connection goes back to the pool
+    assert lane.ready
+    sent: list[int] = []
+    before = time.time_ns()
+    pending = lane.send_now("POST", "/v2/orders", b'{"qty":"2"}', on_sent=sent.append)
+    assert pending is not None and len(sent) == 1  # written with no await
+    assert not lane.ready and lane.send_now("POST", "/v2/orders", b"{}") is None  # the one slot is taken
+    reply = await lane.finish(pending)
+    assert reply.status == 200 and before <= reply.received_ns <= time.time_ns()
+    assert server.requests[-1].endswith(b'{"qty":"2"}') and server.connections == 1
+    assert lane.ready  # slot and connection are back
+
+
+@pytest.mark.parametrize("scripted", [[OK]], indirect=True)
+async def test_connect_ahead_pools_a_connection_for_the_first_request(scripted) -> None:
+    server, lane = scripted
+    await lane.connect_ahead()
+    await lane.connect_ahead()  # one is pooled already: nothing more
+    pending = lane.send_now("POST", "/v2/orders", b"{}")
+    assert pending is not None
+    assert (await lane.finish(pending)).status == 200 and server.connections == 1
+
+
+async def test_connect_ahead_to_a_closed_port_is_a_connect_error() -> None:
+    lane = OrderLane(f"http://127.0.0.1:{free_port()}", {}, fast_execution())
+    with pytest.raises(httpx.ConnectError):
+        await lane.connect_ahead()
+    assert not lane.ready
+    await lane.aclose()
+
+
+@pytest.mark.parametrize("scripted", [["close", OK]], indirect=True)
+async def test_a_request_written_at_once_whose_connection_drops_fails_like_any_other(scripted) -> None:
+    server, lane = scripted
+    with pytest.raises(httpx.RemoteProtocolError):
+        await lane.request("POST", "/v2/orders", b"{}")
+    assert not lane.ready  # the broken connection was not pooled
+    assert (await lane.request("POST", "/v2/orders", b"{}")).status == 200
+    assert server.connections == 2 and lane.ready
+
+
 CHUNKED = b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n"
 INTERIM = b"HTTP/1.1 100 Continue\r\n\r\n" + OK
 CLOSING = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}"
@@ -117,6 +163,24 @@ async def test_framings(scripted) -> None:
     assert (await lane.request("POST", "/x", b"{}")).status == 200  # the server closes after this one
     assert (await lane.request("POST", "/x", b"{}")).status == 200  # so this one needs a new connection
     assert server.connections == 2
+
+
+@pytest.mark.parametrize("scripted", [[OK]], indirect=True)
+async def test_connect_ahead_pools_a_connection_for_the_first_request(scripted) -> None:
+    server, lane = scripted
+    await lane.connect_ahead()
+    await lane.connect_ahead()  # one is pooled already: nothing more
+    pending = lane.send_now("POST", "/v2/orders", b"{}")
+    assert pending is not None
+    assert (await lane.finish(pending)).status == 200 and server.connections == 1
+
+
+async def test_connect_ahead_to_a_closed_port_is_a_connect_error() -> None:
+    lane = OrderLane(f"http://127.0.0.1:{free_port()}", {}, fast_execution())
+    with pytest.raises(httpx.ConnectError):
+        await lane.connect_ahead()
+    assert not lane.ready
+    await lane.aclose()
 
 
 @pytest.mark.parametrize("scripted", [["close", OK]], indirect=True)

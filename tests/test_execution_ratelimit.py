@@ -45,6 +45,18 @@ async def test_burst_then_paced_at_the_refill_rate() -> None:
     assert bucket.waited_s == pytest.approx(3.0)
 
 
+def test_a_token_given_back_is_there_for_the_next_request_but_never_beyond_the_burst() -> None:
+    clock = FakeClock()
+    bucket = limiter(clock, rate_per_min=60, burst=2)
+    assert bucket.try_acquire() and bucket.try_acquire() and not bucket.try_acquire()
+    bucket.give_back()  # taken for a request that was not sent after all
+    assert bucket.try_acquire() and not bucket.try_acquire()
+    bucket.give_back()
+    bucket.give_back()
+    bucket.give_back()
+    assert bucket.tokens == 2.0
+
+
 async def test_default_burst_is_one_minute_of_requests() -> None:
     clock = FakeClock()
     bucket = limiter(clock, rate_per_min=200)

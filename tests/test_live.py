@@ -261,6 +261,28 @@ async def test_a_failed_start_is_an_input_error_and_stops_the_simulator():
             await http.get(engine.sim.trading_url + "/v2/account")
 
 
+class AffinityProbe(Churn):
+    """Records the CPUs the engine runs on when the strategy starts (after start-up pinned it)."""
+
+    def on_start(self, ctx):
+        self.cpus = os.sched_getaffinity(0)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU pinning is Linux only")
+async def test_cpu_affinity_pins_the_engine_while_it_runs_and_restores_the_cpu_set_after():
+    before = os.sched_getaffinity(0)
+    cpu = min(before)
+    probe = AffinityProbe(every=3)
+    summary = await LiveEngine(_config(max_messages=2_000, cpu_affinity=(cpu,)), strategy=probe, symbols=SYMBOLS).run()
+    assert probe.cpus == {cpu} and os.sched_getaffinity(0) == before
+    assert summary.stats.fills > 0
+    _assert_books_agree_with_broker(summary, same_marks=True)
+    # a CPU this machine does not have: a clear error, and the CPU set is left as it was
+    with pytest.raises(InputError, match="cannot pin the engine to CPUs"):
+        await LiveEngine(_config(cpu_affinity=(max(before) + 4096,)), symbols=SYMBOLS).run()
+    assert os.sched_getaffinity(0) == before
+
+
 def test_cli_run_lockstep_writes_summary_and_refuses_live_without_config(tmp_path, capsys):
     out = tmp_path / "summary.json"
     rc = main(["run", "--lockstep", "--symbols", "3", "--seed", "5", "--max-messages", "3000", "--backend", "cpu",
@@ -276,6 +298,8 @@ def test_cli_run_lockstep_writes_summary_and_refuses_live_without_config(tmp_pat
     assert main(["run", "--live", "--duration", "1"]) == 2
     assert "live" in capsys.readouterr().err
     assert main(["run", "--param", "oops"]) == 2
+    assert main(["run", "--cpus", "0,x", "--duration", "1"]) == 2 and "--cpus" in capsys.readouterr().err
+    assert main(["run", "--cpus", "-1", "--duration", "1"]) == 2 and "cpu_affinity" in capsys.readouterr().err
     assert main(["run", "--strategy", "no.such.Strategy", "--duration", "1"]) == 2
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from decimal import Decimal
 
 import pydantic
@@ -69,6 +70,30 @@ async def test_client_order_ids_are_deterministic_and_every_order_shape_reaches_
         assert sent["extended_hours"] is bool(shape.get("extended_hours", False))
         assert router.state.get(order.client_order_id).order_id == order.id
     assert orders[0].status == "filled" and orders[1].status == "new" and orders[2].status == "new"
+
+
+async def test_submit_now_writes_the_order_before_returning_when_the_lane_has_a_connection(
+    router: OrderRouter, broker: PaperBroker
+) -> None:
+    await router.client.connect_ahead()
+    sent: list[int] = []
+    accepted: list[int] = []
+    before = time.time_ns()
+    pending = router.submit_now(buy(2), on_sent=sent.append, on_accepted=accepted.append)
+    lane = router.client._lane is not None
+    assert len(sent) == (1 if lane else 0) and not accepted  # the lane has it on the socket already
+    order = await pending
+    assert order.status == "filled" and order.client_order_id == "tf-t-1"
+    assert len(accepted) == 1 and before <= accepted[0] <= time.time_ns()
+    assert [o["client_order_id"] for o in broker.orders()] == ["tf-t-1"]
+    # a refused order raises from the await, and nothing reports it accepted
+    with pytest.raises(Unprocessable):
+        await router.submit_now(OrderRequest(symbol="ZZZZ", side="buy", qty=1), on_accepted=accepted.append)
+    assert len(accepted) == 1
+    # a slippage breach raises before anything is written
+    with pytest.raises(SlippageRejected):
+        router.submit_now(buy(1, type="limit", limit_price=Decimal("150.00")), quote=(99.0, 100.0), on_sent=sent.append)
+    assert len(sent) == 1 and len(broker.orders()) == 1
 
 
 def test_requests_are_validated_before_anything_is_sent() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -20,7 +21,7 @@ from pydantic import SecretStr, TypeAdapter
 from engine.config import ExecutionConfig, TickforgeConfig
 from engine.errors import TickforgeError
 from engine.execution.errors import ApiError, api_error
-from engine.execution.lane import OrderLane
+from engine.execution.lane import OrderLane, SentRequest
 from engine.execution.models import Account, ApiErrorBody, CancelResult, Order, OrderRequest, Position
 from engine.execution.ratelimit import RateLimiter
 
@@ -139,29 +140,59 @@ class AlpacaRestClient:
 
     # --- orders ----------------------------------------------------------------------------------
 
+    async def connect_ahead(self) -> None:
+        """Open the order lane's first connection now (see ``OrderLane.connect_ahead``); no-op without a lane."""
+        if self._lane is not None:
+            await self._lane.connect_ahead()
+
+    def start_order(self, body: bytes, *, on_sent: Callable[[int], None] | None = None) -> SentRequest | None:
+        """Write ``POST /v2/orders`` before returning, with no await, when the order lane has a pooled
+        connection free and the rate limiter a token; None otherwise. Pass the result to ``submit_order``."""
+        lane = self._lane
+        if lane is None or not lane.ready or not self.limiter.try_acquire():
+            return None
+        sent = lane.send_now("POST", "/v2/orders", body, on_sent=on_sent)
+        if sent is None:  # every pooled connection had been closed by the server
+            self.limiter.give_back()
+        return sent
+
     async def submit_order(
         self,
         request: OrderRequest | bytes,
         *,
         extensions: dict[str, Any] | None = None,
         on_sent: Callable[[int], None] | None = None,
+        on_accepted: Callable[[int], None] | None = None,
+        started: SentRequest | None = None,
     ) -> Order:
         """``POST /v2/orders``. Pass pre-serialised bytes to keep serialisation out of the send path.
 
         Goes over the order lane when it is enabled (``on_sent(perf_counter_ns)`` then fires once the
-        request is on the socket), else through httpx (``extensions`` reach httpx, e.g. a trace hook).
+        request is on the socket), else through httpx (``on_sent`` fires as the request is handed to
+        it; ``extensions`` reach httpx, e.g. a trace hook for the socket write).
+        ``started`` is this request already written by ``start_order``. ``on_accepted(time_ns)`` gets
+        the moment a success answer arrived, before its body is parsed.
         """
         body = request if isinstance(request, bytes) else request.to_wire()
         if self._lane is None:
+            if on_sent is not None:
+                on_sent(time.perf_counter_ns())
             response = await self.send("POST", self._orders_url, content=body, extensions=extensions)
+            if on_accepted is not None:
+                on_accepted(time.time_ns())
             return Order.model_validate_json(response.content)
-        limiter = self.limiter
-        if not limiter.try_acquire():  # a free token is the usual case: no coroutine for it
-            await limiter.acquire()
-        reply = await self._lane.request("POST", "/v2/orders", body, on_sent=on_sent)
+        if started is not None:
+            reply = await self._lane.finish(started)
+        else:
+            limiter = self.limiter
+            if not limiter.try_acquire():  # a free token is the usual case: no coroutine for it
+                await limiter.acquire()
+            reply = await self._lane.request("POST", "/v2/orders", body, on_sent=on_sent)
         self.limiter.observe(reply.status, reply.headers)
         if reply.status >= 400:
             raise _error_from_parts(reply.status, reply.reason, reply.headers, reply.content)
+        if on_accepted is not None:
+            on_accepted(reply.received_ns)
         return Order.model_validate_json(reply.content)
 
     async def get_order(self, order_id: str) -> Order:

@@ -51,6 +51,7 @@ class LaneResponse:
     reason: str
     headers: dict[str, str]  # lower-cased names
     content: bytes
+    received_ns: int = 0  # ``time.time_ns()`` when its last byte was parsed (the venue's answer is in)
 
 
 class _ResponseParser:
@@ -164,7 +165,7 @@ class _ResponseParser:
     def response(self) -> LaneResponse:
         body = self._body
         content = body[0] if len(body) == 1 else b"".join(body)
-        return LaneResponse(self._status, self._reason.decode("latin-1"), self._headers, content)
+        return LaneResponse(self._status, self._reason.decode("latin-1"), self._headers, content, time.time_ns())
 
     def _parse(self, data: bytes) -> None:
         try:
@@ -390,6 +391,9 @@ class _Slots:
         self.free = count
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
+    def can_take(self) -> bool:
+        return self.free > 0 and not self._waiters
+
     def try_take(self) -> bool:
         if self.free > 0 and not self._waiters:
             self.free -= 1
@@ -418,6 +422,14 @@ class _Slots:
                 waiter.set_result(None)  # handed straight to the longest waiter
                 return
         self.free += 1
+
+
+@dataclass(slots=True)
+class SentRequest:
+    """A request on the wire whose response ``OrderLane.finish`` reads."""
+
+    conn: _Connection
+    response: asyncio.Future[LaneResponse]
 
 
 class OrderLane:
@@ -468,10 +480,79 @@ class OrderLane:
         while self._idle:
             self._idle.pop().close()
 
+    async def connect_ahead(self) -> None:
+        """Open a connection into the pool now, so the first order does not wait for the handshake.
+        Raises httpx's ``ConnectError``/``ConnectTimeout`` when the host cannot be reached."""
+        if self._closed or self._idle or not self._slots.try_take():
+            return
+        try:
+            self._idle.append(await self._connect())
+        finally:
+            self._slots.release()
+
+    @property
+    def ready(self) -> bool:
+        """Whether ``send_now`` would write at once: a free slot and a pooled connection."""
+        return not self._closed and self._slots.can_take() and bool(self._idle)
+
+    def send_now(self, method: str, path: str, body: bytes, *, on_sent: Callable[[int], None] | None = None) -> SentRequest | None:
+        """Write the request before returning, with no await, when a slot and a pooled keep-alive
+        connection are free; None otherwise (use ``request``). ``finish`` the result to read the response.
+
+        On the order path this puts the order on the wire in the same loop turn the decision is made,
+        instead of a task's first turn later."""
+        if self._closed or not self._idle or not self._slots.try_take():
+            return None
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if conn.usable:
+                try:
+                    return self._write(conn, method, path, body, on_sent)
+                except BaseException:
+                    conn.close()
+                    self._slots.release()
+                    raise
+            conn.close()  # the server closed it while idle (or sent something unasked)
+        self._slots.release()
+        return None
+
     async def request(
         self, method: str, path: str, body: bytes, *, on_sent: Callable[[int], None] | None = None
     ) -> LaneResponse:
         """Send one request and read its response; ``on_sent(perf_counter_ns)`` fires once the bytes are written."""
+        sent = self.send_now(method, path, body, on_sent=on_sent)
+        if sent is None:
+            sent = await self._send_waiting(method, path, body, on_sent)
+        return await self.finish(sent)
+
+    async def finish(self, sent: SentRequest) -> LaneResponse:
+        """The response to a written request; the connection goes back to the pool."""
+        conn = sent.conn
+        cfg = self._config
+        try:
+            if conn.paused:  # the socket did not take it all and the buffer is over its limit
+                try:
+                    await conn.drain(cfg.write_timeout_s)
+                except TimeoutError:
+                    raise httpx.WriteTimeout("timed out writing the request") from None
+                except (ConnectionError, OSError) as exc:
+                    raise httpx.WriteError(f"write failed: {exc}") from None
+            conn.start_read_timer(cfg.read_timeout_s)
+            reply = await sent.response
+        except BaseException:
+            conn.close()
+            self._slots.release()
+            raise
+        if conn.usable and not self._closed:
+            self._idle.append(conn)
+        else:
+            conn.close()
+        self._slots.release()
+        return reply
+
+    async def _send_waiting(self, method: str, path: str, body: bytes, on_sent: Callable[[int], None] | None) -> SentRequest:
+        """``send_now`` when it could not: wait for a slot, connect, then write."""
         if self._closed:
             raise httpx.ConnectError("order lane is closed")
         cfg = self._config
@@ -483,40 +564,28 @@ class OrderLane:
         conn: _Connection | None = None
         try:
             idle = self._idle
-            while idle:  # the usual case: a pooled keep-alive connection, taken without an await
+            while idle:
                 conn = idle.pop()
                 if conn.usable:
                     break
-                conn.close()  # the server closed it while idle (or sent something unasked)
+                conn.close()
                 conn = None
             if conn is None:
                 conn = await self._connect()
-            # one write: the socket takes it at once unless its buffer is full
-            conn.transport.write(self._request_head(method, path, len(body)) + body)  # type: ignore[union-attr]
-            if on_sent is not None:
-                on_sent(time.perf_counter_ns())
-            # ready for the response only now, with the order on the wire (nothing is read before the next await)
-            response = conn.expect_response(head_only=method == "HEAD")
-            if conn.paused:  # the socket did not take it all and the buffer is over its limit
-                try:
-                    await conn.drain(cfg.write_timeout_s)
-                except TimeoutError:
-                    raise httpx.WriteTimeout("timed out writing the request") from None
-                except (ConnectionError, OSError) as exc:
-                    raise httpx.WriteError(f"write failed: {exc}") from None
-            conn.start_read_timer(cfg.read_timeout_s)
-            reply = await response
+            return self._write(conn, method, path, body, on_sent)
         except BaseException:
             if conn is not None:
                 conn.close()
             self._slots.release()
             raise
-        if conn.usable and not self._closed:
-            self._idle.append(conn)
-        else:
-            conn.close()
-        self._slots.release()
-        return reply
+
+    def _write(self, conn: _Connection, method: str, path: str, body: bytes, on_sent: Callable[[int], None] | None) -> SentRequest:
+        # one write: the socket takes it at once unless its buffer is full
+        conn.transport.write(self._request_head(method, path, len(body)) + body)  # type: ignore[union-attr]
+        if on_sent is not None:
+            on_sent(time.perf_counter_ns())
+        # ready for the response only now, with the request on the wire (nothing is read before the next await)
+        return SentRequest(conn, conn.expect_response(head_only=method == "HEAD"))
 
     def _request_head(self, method: str, path: str, length: int) -> bytes:
         """The request head, framed here: request line, the lane's headers, Content-Length, blank line.

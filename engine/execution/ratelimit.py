@@ -75,6 +75,10 @@ class RateLimiter:
             return True
         return False
 
+    def give_back(self) -> None:
+        """Return a token taken by ``try_acquire`` for a request that was not sent after all."""
+        self._tokens = min(self.capacity, self._tokens + 1.0)
+
     async def acquire(self) -> None:
         """Wait for a token (no await at all on the fast path)."""
         if self.try_acquire():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from decimal import Decimal
 from typing import Any
 
@@ -31,6 +31,7 @@ from engine.execution.errors import (
     UnknownOrderOutcome,
     Unprocessable,
 )
+from engine.execution.lane import SentRequest
 from engine.execution.models import Account, CancelResult, Order, OrderRequest, Position
 from engine.execution.order_state import OrderStateTable
 from engine.execution.retry import RetryPolicy
@@ -128,6 +129,7 @@ class OrderRouter:
         quote: tuple[float, float] | None = None,
         extensions: dict[str, Any] | None = None,
         on_sent: Callable[[int], None] | None = None,
+        on_accepted: Callable[[int], None] | None = None,
     ) -> Order:
         """Check, then submit exactly once; returns the venue's order.
 
@@ -135,11 +137,29 @@ class OrderRouter:
         ``SubmitFailed`` when the order certainly does not exist after all attempts, or
         ``UnknownOrderOutcome`` when attempts ran out before the outcome was known.
         ``on_sent(perf_counter_ns)`` fires when the first attempt's bytes are on the socket (order lane only;
-        through httpx pass a trace hook in ``extensions``).
+        through httpx pass a trace hook in ``extensions``); ``on_accepted(time_ns)`` gets the arrival
+        time of the venue's success answer, before its body is parsed.
         """
         request, coid, body = self.prepare(request, quote)
         self.state.record_intent(coid, request)
-        return await self._submit_once(request, coid, body, extensions, on_sent)
+        return await self._submit_once(request, coid, body, extensions, on_sent, on_accepted, None)
+
+    def submit_now(
+        self,
+        request: OrderRequest,
+        *,
+        quote: tuple[float, float] | None = None,
+        on_sent: Callable[[int], None] | None = None,
+        on_accepted: Callable[[int], None] | None = None,
+    ) -> Coroutine[Any, Any, Order]:
+        """``submit`` whose first attempt is written before this returns when the order lane has a
+        connection free (no task's first turn to wait for); await the returned coroutine for the order.
+
+        ``SlippageRejected`` and bad requests raise here, before anything is sent."""
+        request, coid, body = self.prepare(request, quote)
+        self.state.record_intent(coid, request)
+        started = self.client.start_order(body, on_sent=on_sent)
+        return self._submit_once(request, coid, body, None, on_sent, on_accepted, started)
 
     async def _submit_once(
         self,
@@ -148,6 +168,8 @@ class OrderRouter:
         body: bytes,
         extensions: dict[str, Any] | None,
         on_sent: Callable[[int], None] | None,
+        on_accepted: Callable[[int], None] | None,
+        started: SentRequest | None,
     ) -> Order:
         maybe_created = False
         last_error: BaseException | None = None
@@ -166,7 +188,8 @@ class OrderRouter:
             try:
                 first = attempt == 1
                 order = await self.client.submit_order(
-                    body, extensions=extensions if first else None, on_sent=on_sent if first else None
+                    body, extensions=extensions if first else None, on_sent=on_sent if first else None,
+                    on_accepted=on_accepted, started=started if first else None,
                 )
             except DuplicateClientOrderId as exc:
                 # An earlier attempt created it after all: fetch it now rather than after a backoff.
