@@ -14,8 +14,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from engine.config import SimConfig
 from engine.events import SIDE_ASK, SIDE_BID
-from engine.sim.exchange import MarketDataServer
-from engine.sim.market import LiquiditySource, SyntheticMarket
+from engine.sim.exchange import MarketDataServer, _msgpack_array_header, _Session
+from engine.sim.market import LiquiditySource, MessageLoop, SyntheticMarket
 
 KEY, SECRET = "test-key", "test-secret"
 CONFIG = SimConfig(key_id=KEY, secret_key=SECRET, messages_per_s=2000, seed=3)
@@ -380,3 +380,61 @@ def test_official_alpaca_sdk_receives_trades():
     for trade in got:
         assert trade.symbol in ("AAPL", "MSFT") and trade.price > 0 and trade.size > 0
         assert trade.timestamp.tzinfo is not None
+
+
+@pytest.mark.parametrize(
+    "subs",
+    [
+        {"trades": {"*"}, "quotes": {"*"}},  # the wildcard fast path
+        {"trades": {"*"}},
+        {"trades": {"*"}, "quotes": {"AAPL"}},  # mixed: the general path
+        {"quotes": {"MSFT", "NOPE"}},
+        {"trades": {"*", "AAPL"}, "quotes": {"*"}, "bars": {"*"}},
+        {},
+    ],
+)
+def test_select_gives_what_the_subscription_asks_for_on_either_path(subs):
+    m = SyntheticMarket(["AAPL", "MSFT", "BTC/USD"], seed=4, event_interval_ns=50_000_000)
+    msgs = m.step(3000) + [{"T": "t", "S": "ZZZZ", "p": 1.0}]  # a symbol outside the universe: never sent
+    session = _Session(None, "iex", False, frozenset({"AAPL", "MSFT"}))  # type: ignore[arg-type]
+    for channel, symbols in subs.items():
+        session.subs[channel] = set(symbols)
+    session.refresh_wants()
+    assert (session.wildcard_types is not None) == (bool(subs) and all("*" in v for v in subs.values()))
+    types = {"t": "trades", "q": "quotes", "b": "bars"}
+    expected = [
+        x for x in msgs
+        if x["T"] in types and (wanted := subs.get(types[x["T"]]))
+        and x["S"] in ({"AAPL", "MSFT"} if "*" in wanted else wanted)
+    ]
+    assert session.select(msgs) == expected
+    assert any(x["T"] == "b" for x in msgs) and any(x["S"] == "BTC/USD" for x in msgs)
+
+
+@pytest.mark.parametrize("wire", ["msgpack", "json"])
+def test_pre_encoded_messages_make_the_same_frames_as_encoding_them(wire):
+    m = market()
+    loop = MessageLoop(m.step(2000), m, wire=wire)
+    server = MarketDataServer(loop, CONFIG)
+    msgs = loop.step(1500)
+    plain = [dict(x) for x in msgs]
+    for binary in (True, False) if wire == "json" else (True,):  # a msgpack timestamp has no JSON form
+        for n in (0, 1, 15, 16, 17, 1500):
+            assert server.encode(msgs[:n], binary) == server.encode(plain[:n], binary)
+    mixed = msgs[:3] + [m.snapshot("BTC/USD")]  # a message not pre-encoded in the frame: encoded here
+    assert msgspec.msgpack.decode(server.encode(mixed, True))[:3] == msgspec.msgpack.decode(server.encode(plain[:3], True))
+
+
+def test_msgpack_array_header_matches_msgspec():
+    for n in (0, 15, 16, 65535, 65536):
+        assert _msgpack_array_header(n) == msgspec.msgpack.encode([None] * n)[: -n or None]
+
+
+async def test_a_pre_encoded_loop_is_served_as_the_messages_it_holds():
+    m = market()
+    msgs = m.step(500)
+    async with MarketDataServer(MessageLoop(msgs, m, wire="json"), CONFIG) as server, connect(server.url_for("iex")) as ws:
+        await subscribe_all(ws)
+        got = await recv_json(ws)
+    sent = [x for x in MessageLoop(msgs, m, wire="json").step(500) if x["T"] in ("t", "q") and "/" not in x["S"]]
+    assert got and got == sent[: len(got)]

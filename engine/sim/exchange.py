@@ -55,6 +55,36 @@ _wire_log = wire_logger(__name__)  # websockets frame logs, auth frames redacted
 
 Message = dict[str, Any]
 
+
+class EncodedMessage(dict):  # type: ignore[type-arg]
+    """A message that carries its own frame encoding, made once by a source that repeats its messages.
+
+    ``msgpack`` and ``json`` are the exact bytes the exchange's encoders give for the message as it
+    stands (None where that wire form cannot carry it); a frame of such messages is their
+    concatenation, so serving them costs no per-message encoding. Never mutated after it is made.
+    """
+
+    __slots__ = ("msgpack", "json")
+
+    @classmethod
+    def of(cls, msg: Message) -> EncodedMessage:
+        encoded = cls(msg)
+        encoded.msgpack = msgspec.msgpack.encode(msg)
+        try:
+            encoded.json = msgspec.json.encode(msg)
+        except TypeError:  # a msgpack-only value (a timestamp extension): JSON sessions encode it here, and fail as before
+            encoded.json = None
+        return encoded
+
+
+def _msgpack_array_header(n: int) -> bytes:
+    """The msgpack array header msgspec writes for ``n`` items (fixarray, array 16, array 32)."""
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 0x10000:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
 FEED_PATHS = {"/v2/iex": "iex", "/v2/sip": "sip", "/v2/test": "test", "/v1beta3/crypto/us": "crypto"}
 _CHANNEL_OF_TYPE = {"t": "trades", "q": "quotes", "b": "bars", "u": "updatedBars", "d": "dailyBars", "o": "orderbooks"}
 # Channels that count against the symbol limit (Alpaca's free plan limits trades and quotes).
@@ -95,6 +125,7 @@ class _Session:
         self.channels = CRYPTO_CHANNELS if feed == "crypto" else STOCK_CHANNELS
         self.subs: dict[str, set[str]] = {c: set() for c in self.channels}
         self.wants: dict[str, frozenset[str]] = {}  # message type -> symbols wanted
+        self.wildcard_types: frozenset[str] | None = None  # set when every wanted type wants the whole universe
         self.outbox: deque[list[Message]] = deque()
         self.queued = 0
         self.wakeup = asyncio.Event()
@@ -107,6 +138,8 @@ class _Session:
             if syms:
                 wants[t] = self.universe if "*" in syms else frozenset(syms)
         self.wants = wants
+        everything = all(symbols is self.universe for symbols in wants.values())
+        self.wildcard_types = frozenset(wants) if wants and everything else None
 
     def subscription_message(self) -> Message:
         msg: Message = {"T": "subscription"}
@@ -121,6 +154,10 @@ class _Session:
         wants = self.wants
         if not wants:
             return []
+        types = self.wildcard_types
+        if types is not None:  # one universe for every wanted type: two set lookups a message
+            universe = self.universe
+            return [m for m in msgs if m["T"] in types and m["S"] in universe]
         return [m for m in msgs if (w := wants.get(m["T"])) is not None and m["S"] in w]
 
     def enqueue(self, msgs: list[Message]) -> None:
@@ -438,6 +475,12 @@ class MarketDataServer:
 
     def encode(self, msgs: list[Message], binary: bool) -> bytes:
         """One frame: a JSON array (sent as text) or a msgpack array, timestamps in wire form."""
+        try:  # all ``EncodedMessage``s: the array is their bytes joined
+            if binary:
+                return _msgpack_array_header(len(msgs)) + b"".join([m.msgpack for m in msgs])  # type: ignore[attr-defined]
+            return b"[" + b",".join([m.json for m in msgs]) + b"]"  # type: ignore[attr-defined]
+        except (AttributeError, TypeError):  # a plain dict, or a wire form a message cannot take: encode here
+            pass
         # Messages whose "t" is already in wire form (pre-stamped sources) pass through as they are.
         if binary:
             ext = msgspec.msgpack.Ext

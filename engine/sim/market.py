@@ -297,12 +297,14 @@ class MessageLoop:
     """
 
     def __init__(self, messages: list[Message], market: SyntheticMarket | None = None, *, wire: str | None = None) -> None:
-        """``wire="msgpack"`` or ``"json"`` converts timestamps to that wire form once, up front, so
-        the exchange sends the messages without per-message work (for benchmarks; timestamps then repeat)."""
+        """``wire="msgpack"`` or ``"json"`` converts timestamps to that wire form and encodes each
+        message once, up front, so the exchange sends them without per-message work (for benchmarks;
+        timestamps then repeat)."""
         if not messages:
             raise ValueError("a message loop needs messages")
         if wire is not None:
             from engine.marketdata.timestamps import format_rfc3339, msgpack_timestamp_payload  # noqa: PLC0415
+            from engine.sim.exchange import EncodedMessage  # noqa: PLC0415
 
             if wire == "msgpack":
                 import msgspec  # noqa: PLC0415
@@ -312,6 +314,7 @@ class MessageLoop:
                 messages = [{**m, "t": format_rfc3339(m["t"])} for m in messages]
             else:
                 raise ValueError("wire must be 'msgpack', 'json' or None")
+            messages = [EncodedMessage.of(m) for m in messages]
         self._messages = messages
         self._pos = 0
         self._market = market
