@@ -106,26 +106,24 @@ def synthetic_frames(n_messages: int, frame_messages: int, seed: int = 7) -> tup
 def run_engine(symbols: list[str], frames: list[bytes]) -> tuple[np.ndarray, int, dict]:
     from engine.config import TickforgeConfig
     from engine.live import LiveEngine
-    from engine.marketdata.decoder import Decoder
     from engine.strategies import MidPriceMarketMaker
 
     cfg = TickforgeConfig.load(live={"backend": "cpu", "bar_seconds": 1}, risk=RISK_LIMITS)
     engine = LiveEngine(cfg, strategy=MidPriceMarketMaker(**MM_PARAMS))
     engine.build(symbols)
     engine.strategy_ctx_start()
-    decoder = Decoder(engine.symbol_map)
     warm = LiveEngine(cfg, strategy=MidPriceMarketMaker(**MM_PARAMS))  # compile and warm caches on a twin
     warm.build(symbols)
     warm.strategy_ctx_start()
     for frame in frames[: min(200, len(frames))]:  # past a few bar closes: every kernel is compiled
-        warm.settle_offline(warm.process_frame(Decoder(warm.symbol_map).decode(frame, time.time_ns())))
+        warm.settle_offline(warm.process_frame(warm.decoder.decode(frame, time.time_ns())))
     engine.freeze_startup_objects()  # as LiveEngine.start does
     samples = np.empty(len(frames), dtype=np.int64)
     decisions = 0
     clock = time.perf_counter_ns
     for i, frame in enumerate(frames):
         t0 = clock()
-        actions = engine.process_frame(decoder.decode(frame, time.time_ns()))
+        actions = engine.process_frame(engine.decoder.decode(frame, time.time_ns()))  # the feed's own decoder
         samples[i] = clock() - t0
         decisions += len(actions)
         engine.settle_offline(actions)  # orders rest, cancels are confirmed: the maker sees its quotes

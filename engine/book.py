@@ -780,7 +780,7 @@ class BookManager:
                 break
             self._grow_overflow()
         if dropped:
-            self._log_drops()
+            self.log_drops()
         return ApplyResult(applied, dropped, crossed, messages, rows)
 
     def apply_quotes(self, quotes: np.ndarray, tob_out: np.ndarray | None = None) -> ApplyResult:
@@ -795,7 +795,7 @@ class BookManager:
             applied, dropped, crossed = _apply_quotes(*args)
             self._apply_quotes_fn = entry_point(_apply_quotes, args)
         if dropped:
-            self._log_drops()
+            self.log_drops()
         known = len(quotes) - (self._counters[C_DROP_SYMBOL] - unknown_before)
         return ApplyResult(applied, dropped, crossed, int(known), len(quotes) if tob_out is not None else 0)
 
@@ -810,7 +810,7 @@ class BookManager:
             if rc == _NEED_ROOM:
                 self._grow_overflow()
                 return self.update(symbol_id, side, price, size, ts_ns)
-            self._log_drops()
+            self.log_drops()
         return rc
 
     def _first_update(self, *args: object) -> int:
@@ -941,6 +941,11 @@ class BookManager:
             _reset_symbol(self._qty, self._ival, self._counters, s)
             self._ival[s, _S_CROSSED] = 0
 
+    @property
+    def state(self) -> tuple[np.ndarray, ...]:
+        """The kernels' state arrays, in ``apply_quotes_kernel``'s order (replaced when the overflow store grows)."""
+        return self._state
+
     def state_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(qty, ival, okey, oqty, fval) for numba consumers such as the bars (read-only use)."""
         return self._qty, self._ival, self._okey, self._oqty, self._fval
@@ -981,7 +986,7 @@ class BookManager:
         self._counters[C_GROWS] += 1
         log.info("book overflow store grown to %d levels per symbol side", cap * 2)
 
-    def _log_drops(self) -> None:
+    def log_drops(self) -> None:
         """One warning line at most every 5 s, with the totals by reason."""
         now = time.monotonic()
         if now - self._last_drop_log < 5.0:
@@ -1007,6 +1012,9 @@ def _checked(events: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
     return np.array(events, order="C")
 
 
+#: the compiled quote batch, for callers that fuse it with other work in one compiled call
+apply_quotes_kernel = _apply_quotes
+
 __all__ = [
     "ApplyResult",
     "BookManager",
@@ -1018,4 +1026,5 @@ __all__ = [
     "UPDATE_CROSSED",
     "UPDATE_DROPPED",
     "UPDATE_OK",
+    "apply_quotes_kernel",
 ]

@@ -197,6 +197,8 @@ SPANS = {
 
 
 _DECISION_SPAN = list(SPANS).index("tick_to_decision")
+_SEND_SPAN = list(SPANS).index("tick_to_send")
+_ACK_SPAN = list(SPANS).index("tick_to_ack")
 
 
 def _histogram_rows(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, dict[str, LatencyHistogram]]:
@@ -218,6 +220,27 @@ def _open_chain(chains, chain_seq, chain_open, stamps, order_seq, span_counts, s
     if stamps[T_RISK] and stamps[T_RECEIVE]:
         _record_one(span_counts, span_stats, stamps[T_RISK] - stamps[T_RECEIVE])
     return overwritten
+
+
+@njit(cache=True)
+def _stamp_chain(chains, chain_seq, chain_open, order_seq, stage, t, stage_counts, stage_stats, span_counts, span_stats):  # pragma: no cover - njit
+    # first stamp of ``stage`` on an open chain: the stage's duration since the latest earlier stamp,
+    # and the spans ending at send or ack; the ack closes the chain
+    slot = order_seq % chains.shape[0]
+    if chain_seq[slot] != order_seq or not chain_open[slot] or chains[slot, stage]:
+        return
+    chains[slot, stage] = t
+    for k in range(stage - 1, -1, -1):
+        if chains[slot, k]:
+            _record_one(stage_counts[stage], stage_stats[stage], t - chains[slot, k])
+            break
+    start = chains[slot, T_RECEIVE]
+    if stage == T_SEND and start:
+        _record_one(span_counts[_SEND_SPAN], span_stats[_SEND_SPAN], t - start)
+    if stage == T_ACK:
+        if start:
+            _record_one(span_counts[_ACK_SPAN], span_stats[_ACK_SPAN], t - start)
+        chain_open[slot] = False
 
 
 def now_ns() -> int:
@@ -249,6 +272,7 @@ class LatencyRecorder:
         self._span_counts, self._span_stats, self.spans = _histogram_rows(tuple(SPANS))
         self._record_stages = FixedTypes(_record_stages)  # per frame: skip numba's dispatch
         self._open_chain = FixedTypes(_open_chain)
+        self._stamp_chain = FixedTypes(_stamp_chain)  # per order, twice: send and ack
         self.frame_stamps = np.zeros(N_STAGES, dtype=np.int64)
         self._capacity = int(chain_capacity)
         self._chains = np.zeros((self._capacity, N_STAGES), dtype=np.int64)
@@ -278,24 +302,12 @@ class LatencyRecorder:
         )
 
     def stamp(self, order_seq: int, stage: int, t_ns: int | None = None) -> None:
-        """Stamp send or ack on an open chain; an ack closes it. Unknown or closed chains are ignored."""
-        slot = order_seq % self._capacity
-        if self._chain_seq[slot] != order_seq or not self._chain_open[slot]:
-            return
-        row = self._chains[slot]
-        if row[stage]:
-            return  # first stamp wins (e.g. REST ack before the trade_updates 'new' event)
-        t = now_ns() if t_ns is None else int(t_ns)
-        row[stage] = t
-        prev = row[:stage][row[:stage] > 0]
-        if len(prev):
-            self.stages[STAGES[stage]].record(t - prev[-1])
-        if stage == T_SEND and row[T_RECEIVE]:
-            self.spans["tick_to_send"].record(t - row[T_RECEIVE])
-        if stage == T_ACK:
-            if row[T_RECEIVE]:
-                self.spans["tick_to_ack"].record(t - row[T_RECEIVE])
-            self._chain_open[slot] = False
+        """Stamp send or ack on an open chain; an ack closes it. Unknown or closed chains are ignored,
+        and so is a second stamp of a stage (e.g. the trade_updates 'new' event after the REST ack)."""
+        self._stamp_chain(
+            self._chains, self._chain_seq, self._chain_open, int(order_seq), int(stage), now_ns() if t_ns is None else int(t_ns),
+            self._stage_counts, self._stage_stats, self._span_counts, self._span_stats,
+        )
 
     def chain(self, order_seq: int) -> OrderChain | None:
         """The chain of a recent order (open or acked), None once its ring slot was reused."""

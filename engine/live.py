@@ -397,7 +397,7 @@ class LiveEngine:
         feed_cfg = cfg.feed if self.mode != "sim" else cfg.feed.model_copy(update={"symbols": tuple(self.universe)})
         self.feed = StreamClient(
             feed_url, key_id=key_id, secret_key=secret_key, feed=feed_cfg,
-            subscriptions={c: self.universe for c in channels}, symbols=self.symbol_map, on_batch=self._on_batch,
+            subscriptions={c: self.universe for c in channels}, decoder=self.decoder, on_batch=self._on_batch,
             seed=cfg.sim.seed if self.mode == "sim" else None,
             # the recorder itself is the hook: with recording off the client sees None and skips it
             on_frame=self._record_frame if self.recorder is not None else None,
@@ -489,7 +489,8 @@ class LiveEngine:
 
     def _build_pipeline(self) -> None:
         from engine.bars import BarAggregator  # noqa: PLC0415
-        from engine.book import TOB_DTYPE, BookManager  # noqa: PLC0415
+        from engine.book import BookManager  # noqa: PLC0415
+        from engine.hotpath import BookingDecoder, FrameBook  # noqa: PLC0415
         from engine.features import DEFAULT_MACD, DEFAULT_WINDOWS, StreamingFeatures  # noqa: PLC0415
         from engine.marketdata.symbols import SymbolMap  # noqa: PLC0415
         from engine.risk.engine import RiskEngine  # noqa: PLC0415
@@ -499,11 +500,6 @@ class LiveEngine:
         self.symbol_map = SymbolMap(self.universe, mode="strict")
         # prices as ticks of 1/100 cent: exact for sub-dollar stocks as well as for cents
         self.book = BookManager(n, 0.0001)
-        self._tob_dtype = TOB_DTYPE
-        self._tob_buf = np.zeros(1024, dtype=TOB_DTYPE)
-        self._seen_epoch = np.zeros(n, dtype=np.int64)   # frame number that last touched each book
-        self._book_epoch = 0
-        self._changed = np.zeros(n, dtype=np.int64)
         self._mark_ids = np.zeros(n, dtype=np.int64)
         self._mids = np.zeros(n, dtype=np.float64)
         # marks of flat symbols wait here until something reads them (risk check, fill, view)
@@ -529,19 +525,22 @@ class LiveEngine:
         if self._offload:
             self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tickforge-cross-section")
         self.ctx = StrategyContext(self.universe)
+        # the feed's decoder applies each frame's quotes to the books as it decodes (engine.hotpath)
+        self.frame_book = FrameBook(self.book, self.ctx)
+        self.decoder = BookingDecoder(self.symbol_map, self.frame_book)
         from engine.execution.router import ClientOrderIds, new_session_id  # noqa: PLC0415
 
         self._ids = ClientOrderIds(self.config.execution.client_order_id_prefix, new_session_id())
 
     def _warm_up(self) -> None:
         """Compile (or load from cache) every kernel before the first frame, so latency is steady."""
-        from engine.events import QUOTE_DTYPE, TRADE_DTYPE  # noqa: PLC0415
+        from engine.events import TRADE_DTYPE  # noqa: PLC0415
 
-        self.book.apply_quotes(np.zeros(0, dtype=QUOTE_DTYPE), self._tob_buf[:0])
+        fb = self.frame_book
+        fb.warm()
+        self.decoder.warm()
         ctx = self.ctx
-        _copy_tops(self._tob_buf[:0], ctx.best_bid_price, ctx.best_ask_price, ctx.best_bid_size, ctx.best_ask_size,
-                   self._seen_epoch, 0, self._changed, 0)
-        _finish_changed(self._changed, 0, ctx.best_bid_price, ctx.best_ask_price, ctx.position,
+        _finish_changed(fb.changed, 0, ctx.best_bid_price, ctx.best_ask_price, ctx.position,
                         self._mark_pending, self._mark_pending_mid, self._mark_ids, self._mids)
         _take_pending_marks(self._mark_pending, self._mark_pending_mid, self._mark_ids, self._mids)
         self.bars.add_trades(np.zeros(0, dtype=TRADE_DTYPE))
@@ -557,6 +556,7 @@ class LiveEngine:
         k.cross_sectional_rank(np.ones((n, 2)))
         k.rolling_beta_corr(np.ones((3, n)), 0, 2)
         self.latency.record_frame()
+        self.latency.stamp(-1, T_ACK, 0)  # no such order: binds the compiled stamp, records nothing
 
     def _warm_decoder(self) -> None:
         """Decode one msgpack and one JSON frame on a scratch decoder: the feed's first real frame
@@ -684,31 +684,23 @@ class LiveEngine:
         quotes, deltas = batch.quotes, batch.book_deltas
         if not len(quotes) and not len(deltas):
             return _NO_SYMBOLS
+        fb = self.frame_book
+        if not batch.booked:  # a frame the decoder did not book as it decoded (msgspec fallback, replays)
+            fb.begin()
+            fb.apply(quotes, quotes=True)
+        fb.apply(deltas, quotes=False)
+        if fb.dropped:
+            LiveStats.bump(self.stats.drops, "book_rejected", fb.dropped)
         ctx = self.ctx
-        self._book_epoch += 1
-        n_changed = 0
-        for events, apply in ((quotes, self.book.apply_quotes), (deltas, self.book.apply_deltas)):
-            n = len(events)
-            if not n:
-                continue
-            if n > len(self._tob_buf):
-                self._tob_buf = np.zeros(max(n, 2 * len(self._tob_buf)), dtype=self._tob_dtype)
-            tob = self._tob_buf[:n]
-            result = apply(events, tob)
-            if result.dropped:
-                LiveStats.bump(self.stats.drops, "book_rejected", int(result.dropped))
-            n_changed = _copy_tops(
-                tob, ctx.best_bid_price, ctx.best_ask_price, ctx.best_bid_size, ctx.best_ask_size,
-                self._seen_epoch, self._book_epoch, self._changed, n_changed,
-            )
+        n_changed = fb.n_changed
         # one call: sort the touched symbols, mark the ones held now (P&L and the daily loss limit see
         # every move of a position) and park the mids of flat ones until a risk check or view needs them
-        marked = _finish_changed(self._changed, n_changed, ctx.best_bid_price, ctx.best_ask_price, ctx.position,
+        marked = _finish_changed(fb.changed, n_changed, ctx.best_bid_price, ctx.best_ask_price, ctx.position,
                                  self._mark_pending, self._mark_pending_mid, self._mark_ids, self._mids)
         if marked:
             self.risk.update_marks(self._mark_ids[:marked], self._mids[:marked])
         self._n_mark_pending += n_changed - marked
-        return self._changed[:n_changed].copy()
+        return fb.changed[:n_changed].copy()
 
     def _flush_marks(self) -> None:
         """Hand the parked marks of flat symbols to risk (before a check, a fill, a view)."""
@@ -789,9 +781,11 @@ class LiveEngine:
             return []
 
     def _decide(self, intents: list[Any], event_ns: int) -> list[tuple[str, int]]:
-        """Risk-check the strategy's intents in order; returns the actions to dispatch."""
-        actions: list[tuple[str, int]] = []
-        approved: list[int] = []
+        """Risk-check the strategy's intents in order; returns the actions to dispatch.
+
+        The decision is stamped once every intent has passed or failed pre-trade risk; booking the
+        approved ones (ids, tracking) is the first step of sending them."""
+        plan: list[tuple[str, Any]] = []  # ("cancel", order_seq) or ("send", approved intent), in intent order
         if intents and self._n_mark_pending:
             self._flush_marks()
         risk_ts = event_ns if self.lockstep else 0  # lock-step: the rate window runs on event time
@@ -799,7 +793,7 @@ class LiveEngine:
         for intent in intents:
             if isinstance(intent, CancelIntent):
                 if intent.order_seq in self._open:
-                    actions.append(("cancel", intent.order_seq))
+                    plan.append(("cancel", intent.order_seq))
                 continue
             if not isinstance(intent, OrderIntent):
                 LiveStats.bump(self.stats.drops, "bad_intent")
@@ -820,19 +814,24 @@ class LiveEngine:
                     self.stats.trading_state = "HALTED"
                     self.stats.halt_reason = self.stats.halt_reason or "risk: daily loss limit"
                 continue
+            plan.append(("send", intent))
+        self.latency.frame_stamps[T_RISK] = now_ns()
+        actions: list[tuple[str, int]] = []
+        for kind, item in plan:
+            if kind == "cancel":
+                actions.append((kind, item))
+                continue
+            intent = item
             seq = self._next_seq
             self._next_seq += 1
-            order = OpenOrder(seq, sid, int(intent.side), float(intent.qty), int(intent.order_type), float(intent.limit_price), intent.tag)
+            order = OpenOrder(seq, int(intent.symbol_id), int(intent.side), float(intent.qty), int(intent.order_type), float(intent.limit_price), intent.tag)
             coid = self._ids.next()
             self._orders[seq] = _OrderTrack(seq, coid, order, time_in_force=int(intent.time_in_force))
             self._by_coid[coid] = seq
             self._open.add(seq)
             self.ctx.open_orders[seq] = order
-            approved.append(seq)
-            actions.append(("send", seq))
-        self.latency.frame_stamps[T_RISK] = now_ns()
-        for seq in approved:
             self.latency.open_chain(seq)
+            actions.append(("send", seq))
         return actions
 
     async def _dispatch(self, actions: list[tuple[str, int]]) -> None:
@@ -1317,25 +1316,6 @@ _NO_BARS = np.zeros(0, dtype=BAR_DTYPE)
 
 
 @njit(cache=True)
-def _copy_tops(tob, bid_px, ask_px, bid_sz, ask_sz, seen_epoch, epoch, changed, n_changed):  # pragma: no cover - njit
-    """Copy each event's top of book into the strategy's arrays (later rows win) and collect the
-    symbols touched this frame once each; returns the new count in ``changed``."""
-    for i in range(tob.shape[0]):
-        s = tob[i].symbol_id
-        if s < 0 or s >= bid_px.shape[0]:
-            continue
-        bid_px[s] = tob[i].best_bid_price
-        ask_px[s] = tob[i].best_ask_price
-        bid_sz[s] = tob[i].best_bid_size
-        ask_sz[s] = tob[i].best_ask_size
-        if seen_epoch[s] != epoch:
-            seen_epoch[s] = epoch
-            changed[n_changed] = s
-            n_changed += 1
-    return n_changed
-
-
-@njit(cache=True)
 def _finish_changed(changed, n_changed, bid_px, ask_px, position, pending, pending_mid, out_ids, out_mids):  # pragma: no cover - njit
     """Sort ``changed[:n_changed]`` in place and take the mids of the symbols with a two-sided book
     (the P&L marks): held symbols into ``out_ids/out_mids`` (returns how many), flat ones parked in
@@ -1373,7 +1353,7 @@ def _take_pending_marks(pending, pending_mid, out_ids, out_mids):  # pragma: no 
 
 
 # called on every frame with the same argument types: bound once, they skip numba's dispatch
-_copy_tops, _finish_changed, _take_pending_marks = (FixedTypes(k) for k in (_copy_tops, _finish_changed, _take_pending_marks))
+_finish_changed, _take_pending_marks = (FixedTypes(k) for k in (_finish_changed, _take_pending_marks))
 
 
 def _with_cross_section(bar_close: BarClose, cs: CrossSection) -> BarClose:

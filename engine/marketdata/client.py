@@ -133,6 +133,7 @@ class StreamClient:
         feed: FeedConfig | None = None,
         subscriptions: Mapping[str, Iterable[str]] | None = None,
         symbols: SymbolMap | None = None,
+        decoder: Decoder | None = None,  # instead of a fresh one over ``symbols`` (the live engine's BookingDecoder)
         on_batch: BatchCallback | None = None,
         on_frame: Callable[[str | bytes, int], None] | None = None,  # raw frames (text ones as UTF-8 bytes)
         auth: Literal["message", "headers"] = "message",
@@ -148,7 +149,7 @@ class StreamClient:
         if auth not in ("message", "headers"):
             raise ValueError("auth must be 'message' or 'headers'")
         self.auth = auth
-        self.decoder = Decoder(symbols)
+        self.decoder = decoder if decoder is not None else Decoder(symbols)
         self.symbols = self.decoder.symbols
         self.stats = FeedStats()
         self.subscription = Subscription()  # as last confirmed by the server

@@ -80,6 +80,7 @@ class DecodedBatch:
     n_messages: int = 0       # messages in the frame, good or bad
     n_book_messages: int = 0  # orderbook messages behind ``book_deltas``
     n_ignored: int = 0        # documented types the engine does not use (statuses, lulds, news, ...)
+    booked: bool = False      # the decoder already applied ``quotes`` to the books (engine.hotpath)
     _last_ts_ns: int = field(default=-1, repr=False, compare=False)
 
     @property
