@@ -756,3 +756,97 @@ def test_reserved_sums_exactly_as_order_by_order_however_many_digits() -> None:
         assert broker._reserved() == broker._reserved_one_by_one()
     source.set_book("X/USD", [(1.5, 1e12)], [(2.5, 1e12)])
     assert broker._reserved() == broker._reserved_one_by_one()
+
+
+# --- what is built once and reused ------------------------------------------------------------------
+
+
+def test_an_orders_json_is_encoded_once_per_state_and_again_when_it_changes() -> None:
+    import msgspec
+
+    from engine.sim.broker import _Order
+
+    o = _Order(id="i", client_order_id="c", symbol="AAPL", asset_id="a", crypto=False, side="buy", type="limit",
+               time_in_force="day", qty=Decimal(3), limit_price=Decimal("100.5"), stop_price=None,
+               extended_hours=False, created_ns=1_704_205_800_000_001_000)
+    first = o.wire()
+    assert o.wire() is first and first == msgspec.json.encode(o.to_json())
+    states = [first]
+    for change in (
+        lambda: setattr(o, "updated_ns", o.updated_ns + 1000),
+        lambda: (setattr(o, "filled_qty", Decimal(1)), setattr(o, "filled_notional", Decimal("100.5")), setattr(o, "status", "partially_filled")),
+        lambda: setattr(o, "filled_notional", Decimal("100.4")),  # same qty, another price
+        lambda: (setattr(o, "status", "canceled"), setattr(o, "canceled_ns", 1_704_205_801_000_000_000)),
+    ):
+        change()
+        assert o.wire() == msgspec.json.encode(o.to_json()) and o.wire() not in states
+        states.append(o.wire())
+
+
+async def test_an_orders_response_and_events_carry_its_json_as_it_was(broker: PaperBroker, http: httpx.AsyncClient) -> None:
+    async with websockets.connect(broker.stream_url) as ws:
+        await ws.send(json.dumps({"action": "authenticate", "data": {"key_id": "tickforge-sim", "secret_key": "tickforge-sim-secret"}}))
+        await ws.recv()
+        await ws.send(json.dumps({"action": "listen", "data": {"streams": ["trade_updates"]}}))
+        await ws.recv()
+        response = await order(http, symbol="AAPL", side="buy", qty=150)
+        events = [await asyncio.wait_for(ws.recv(), 5) for _ in range(3)]
+        canceled = await order(http, symbol="AAPL", side="buy", qty=1, type="limit", limit_price="90")
+        await http.delete(f"/v2/orders/{canceled.json()['id']}")
+        events += [await asyncio.wait_for(ws.recv(), 5) for _ in range(2)]
+    orders = [json.loads(e)["data"]["order"] for e in events]
+    assert [o["status"] for o in orders] == ["new", "partially_filled", "filled", "new", "canceled"]
+    assert events[2].split(b'"order":', 1)[1].startswith(response.content)  # the response's bytes, as they are
+    assert orders[2] == response.json() == (await http.get(f"/v2/orders/{orders[2]['id']}")).json()
+    assert orders[4] == (await http.get(f"/v2/orders/{orders[4]['id']}")).json() != orders[3]
+    assert [o["id"] for o in (await http.get("/v2/orders", params={"status": "all"})).json()] == [orders[4]["id"], orders[2]["id"]]
+
+
+class _Written:
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def test_trade_updates_frames_built_once_are_what_the_protocol_writes() -> None:
+    import logging
+
+    from websockets.protocol import State
+    from websockets.server import ServerProtocol
+
+    from engine.sim.broker import _binary_frames, _StreamClient
+
+    payloads = [b'{"stream":"trade_updates"}', b"x" * 200, b"y" * 70_000]  # the three length encodings
+    written = []
+    for debug in (False, True):
+        logger = logging.getLogger("test_broker.frames")
+        logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+        protocol = ServerProtocol(logger=logger)
+        protocol.state = State.OPEN
+        by_protocol, prebuilt = _StreamClient(protocol, _Written()), _StreamClient(protocol, _Written())  # type: ignore[arg-type]
+        by_protocol.send(*payloads)
+        prebuilt.send_framed(_binary_frames(payloads), payloads)  # with frame logging on: through the protocol
+        written.append((by_protocol.transport.data, prebuilt.transport.data))
+    assert all(a == b for a, b in written) and written[0] == written[1]
+    protocol.state = State.CLOSING
+    closing = _StreamClient(protocol, _Written())  # type: ignore[arg-type]
+    closing.send_framed(_binary_frames(payloads), payloads)
+    assert closing.transport.data == b""
+
+
+async def test_account_values_follow_fills_and_book_changes(http: httpx.AsyncClient, book: StaticBook) -> None:
+    await order(http, symbol="AAPL", side="buy", qty=10)
+    before = (await http.get("/v2/account")).json()
+    assert before == (await http.get("/v2/account")).json()
+    book.set_book("AAPL", [(109.99, 100.0)], [(110.01, 100.0)])  # marks move: long market value with them
+    moved = (await http.get("/v2/account")).json()
+    assert Decimal(moved["long_market_value"]) == 10 * Decimal("110.00") != Decimal(before["long_market_value"])
+    await order(http, symbol="MSFT", side="sell", qty=5)  # a fill with no book change
+    after = (await http.get("/v2/account")).json()
+    assert Decimal(after["short_market_value"]) == -5 * Decimal("400.00")
+    assert Decimal(after["long_market_value"]) == Decimal(moved["long_market_value"])

@@ -41,7 +41,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import httptools
 import msgspec
-from websockets.frames import Opcode
+from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
@@ -73,6 +73,7 @@ _REASONS = {
     500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
 }
 _encode = msgspec.json.encode
+_Raw = msgspec.Raw
 _DECIMAL_JSON = json.JSONDecoder(parse_float=Decimal)
 
 
@@ -235,6 +236,9 @@ class _Order:
     qty_text: str = field(init=False)
     limit_text: str | None = field(init=False)
     stop_text: str | None = field(init=False)
+    # the order's JSON as last encoded and the state it was encoded in (see ``wire``)
+    _wire: bytes = field(init=False, default=b"")
+    _wire_state: tuple[Any, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
         self.created_at = _iso(self.created_ns)  # type: ignore[assignment]
@@ -256,6 +260,16 @@ class _Order:
 
     def avg_price(self) -> Decimal | None:
         return self.filled_notional / self.filled_qty if self.filled_qty else None
+
+    def wire(self) -> bytes:
+        """``to_json()`` encoded, once per state of the order: its REST response and the trade_updates
+        event of the same state (a fill's, for an order that filled on submit) carry the same bytes."""
+        state = (self.status, self.updated_ns, self.filled_qty, self.filled_notional, self.filled_ns,
+                 self.canceled_ns, self.expired_ns)
+        if state != self._wire_state:
+            self._wire = _encode(self.to_json())
+            self._wire_state = state
+        return self._wire
 
     def to_json(self) -> dict[str, Any]:
         created = self.created_at
@@ -327,6 +341,18 @@ class _StreamClient:
             self.protocol.send_binary(payload)
         self.flush()
 
+    def send_framed(self, frames: bytes, payloads: Sequence[bytes]) -> None:
+        """``send(*payloads)`` given its frames already built (``_binary_frames``): written as they are.
+
+        A server's frames are unmasked, so every listener's bytes are the same; with no extension
+        negotiated and frame logging off they are exactly what the protocol would write.
+        """
+        protocol = self.protocol
+        if protocol.debug or protocol.extensions:
+            self.send(*payloads)
+        elif protocol.state is State.OPEN and not self.transport.is_closing():
+            self.transport.write(frames)
+
     def flush(self) -> None:
         chunks = self.protocol.data_to_send()
         if not chunks or self.transport.is_closing():
@@ -336,6 +362,11 @@ class _StreamClient:
             self.transport.write(data)
         if not chunks[-1]:  # the protocol's end-of-stream marker: the server closes TCP after the close handshake
             self.transport.close()
+
+
+def _binary_frames(payloads: Sequence[bytes]) -> bytes:
+    """Unmasked, unfragmented binary frames, serialized as websockets serializes a server's frames."""
+    return b"".join([Frame(Opcode.BINARY, payload).serialize(mask=False, extensions=[]) for payload in payloads])
 
 
 class _Drop(Exception):
@@ -386,6 +417,10 @@ class PaperBroker:
         self._marks: dict[str, Decimal] = {}
         self._book_changes = 0  # bumped on every report: a conversion that raced one is not kept
         self._reserved_by_symbol: dict[str, Decimal] = {}  # see _reserved; dropped on any change to the symbol
+        self._fills = 0  # bumped on every fill: with _book_changes, what the market values depend on
+        self._values_state: tuple[int, int] | None = None
+        self._values: tuple[Decimal, Decimal] = (_ZERO, _ZERO)
+        self._listed: set[str] = set()  # symbols the market has had a book for (no source removes one)
         self._streams: set[_StreamClient] = set()
         self._listeners: list[_StreamClient] = []
         self._held_events: list[dict[str, Any]] | None = None  # while a request is routed: sent after its response
@@ -542,9 +577,9 @@ class PaperBroker:
     def _route(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> tuple[int, bytes | None]:
         if path == "/v2/orders":
             if method == "POST":
-                return 200, _encode(self._submit(body).to_json())
+                return 200, self._submit(body).wire()
             if method == "GET":
-                return 200, _encode([o.to_json() for o in self._list_orders(query)])
+                return 200, _encode([_Raw(o.wire()) for o in self._list_orders(query)])
             if method == "DELETE":
                 return 207, _encode(self._cancel_all())
             raise _ApiError(405, 40510000, "method not allowed")
@@ -557,11 +592,11 @@ class PaperBroker:
             order = self._by_client_id.get(coid)
             if order is None:
                 raise _ApiError(404, 40410000, "order not found")
-            return 200, _encode(order.to_json())
+            return 200, order.wire()
         if path.startswith("/v2/orders/"):
             order_id = path[len("/v2/orders/"):]
             if method == "GET":
-                return 200, _encode(self._find_order(order_id).to_json())
+                return 200, self._find_order(order_id).wire()
             if method == "DELETE":
                 self._cancel(self._find_order(order_id))
                 return 204, None
@@ -639,8 +674,10 @@ class PaperBroker:
         if extended and (order_type != "limit" or tif != "day"):
             raise _invalid("extended hours order must be DAY limit orders")
         crypto = "/" in symbol
-        if self._market.top_of_book(symbol) is None:
-            raise _invalid(f'asset "{symbol}" not found')
+        if symbol not in self._listed:
+            if self._market.top_of_book(symbol) is None:
+                raise _invalid(f'asset "{symbol}" not found')
+            self._listed.add(symbol)
         if not crypto:
             for name, price in (("limit_price", limit_price), ("stop_price", stop_price)):
                 if price is not None:
@@ -719,7 +756,7 @@ class PaperBroker:
         results = []
         for order in [o for o in self._orders.values() if o.open]:
             self._cancel(order)
-            results.append({"id": order.id, "status": 200, "body": order.to_json()})
+            results.append({"id": order.id, "status": 200, "body": _Raw(order.wire())})
         return results
 
     def _close(self, order: _Order) -> None:
@@ -766,6 +803,8 @@ class PaperBroker:
         reserved = _ZERO
         try:
             for symbol, orders in self._open_by_symbol.items():
+                if not orders:  # adds nothing (a symbol keeps its place in the order once it has had one)
+                    continue
                 subtotal = by_symbol.get(symbol)
                 if subtotal is None:
                     seen = self._book_changes
@@ -901,6 +940,7 @@ class PaperBroker:
         position.qty = new
         position.last_fill_price = price
         self._cash -= signed * price
+        self._fills += 1
         self.stats["fills"] += 1
         self._emit(
             "fill" if order.status == "filled" else "partial_fill",
@@ -968,12 +1008,19 @@ class PaperBroker:
         return position.last_fill_price
 
     def _market_values(self) -> tuple[Decimal, Decimal]:
+        """Long and short market value, kept until the next fill or book change (every order's
+        buying power check needs them, and they sum over every position)."""
+        state = (self._book_changes, self._fills)
+        if state == self._values_state:
+            return self._values
         long_mv = short_mv = _ZERO
         for position in self._positions.values():
             if position.qty > 0:
                 long_mv += position.qty * self._mark(position)
             elif position.qty < 0:
                 short_mv += position.qty * self._mark(position)
+        if self._book_changes == state[0]:  # no book change raced the sum
+            self._values_state, self._values = state, (long_mv, short_mv)
         return long_mv, short_mv
 
     def _position_json(self, position: _Position) -> dict[str, Any]:
@@ -1059,7 +1106,7 @@ class PaperBroker:
         if not self._listeners:
             return
         # the order as it is now: each event carries the order as it was when it happened
-        data: dict[str, Any] = {"event": event, "timestamp": _iso(ts_ns), "order": order.to_json()}
+        data: dict[str, Any] = {"event": event, "timestamp": _iso(ts_ns), "order": _Raw(order.wire())}
         if fill:
             data["execution_id"] = str(uuid.uuid4())
             data["price"] = _fmt(price)
@@ -1077,8 +1124,9 @@ class PaperBroker:
         payloads = [_encode({"stream": "trade_updates", "data": data}) for data in events]
         if self.faults.duplicate_events:
             payloads = [payload for payload in payloads for _ in range(2)]
+        frames = _binary_frames(payloads)  # once for every listener
         for client in list(self._listeners):
-            client.send(*payloads)
+            client.send_framed(frames, payloads)
         self.stats["events"] += len(events)
 
     def _open_stream(self, transport: asyncio.Transport, upgrade: _Request) -> _StreamClient | None:
