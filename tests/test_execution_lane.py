@@ -165,24 +165,6 @@ async def test_framings(scripted) -> None:
     assert server.connections == 2
 
 
-@pytest.mark.parametrize("scripted", [[OK]], indirect=True)
-async def test_connect_ahead_pools_a_connection_for_the_first_request(scripted) -> None:
-    server, lane = scripted
-    await lane.connect_ahead()
-    await lane.connect_ahead()  # one is pooled already: nothing more
-    pending = lane.send_now("POST", "/v2/orders", b"{}")
-    assert pending is not None
-    assert (await lane.finish(pending)).status == 200 and server.connections == 1
-
-
-async def test_connect_ahead_to_a_closed_port_is_a_connect_error() -> None:
-    lane = OrderLane(f"http://127.0.0.1:{free_port()}", {}, fast_execution())
-    with pytest.raises(httpx.ConnectError):
-        await lane.connect_ahead()
-    assert not lane.ready
-    await lane.aclose()
-
-
 @pytest.mark.parametrize("scripted", [["close", OK]], indirect=True)
 async def test_a_dropped_response_is_a_remote_protocol_error(scripted) -> None:
     _, lane = scripted

@@ -157,8 +157,8 @@ class OrderRouter:
 
         ``SlippageRejected`` and bad requests raise here, before anything is sent."""
         request, coid, body = self.prepare(request, quote)
-        self.state.record_intent(coid, request)
         started = self.client.start_order(body, on_sent=on_sent)
+        self.state.record_intent(coid, request)  # nothing can run between the write and this line
         return self._submit_once(request, coid, body, None, on_sent, on_accepted, started)
 
     async def _submit_once(
