@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import h11
 import httpx
 import pytest
-from kit import free_port
+from kit import eventually, free_port
 from test_execution_support import fast_execution
 
 from engine.execution.lane import _MAX_HEAD, OrderLane, _ResponseParser
@@ -102,7 +102,7 @@ async def test_each_body_length_gets_its_own_content_length(scripted) -> None:
         assert sent == body and f"Content-Length: {len(body)}".encode() in head.split(b"\r\n")
 
 
-@pytest.mark.parametrize("scripted", [[OK, OK, OK]], indirect=True)
+@pytest.mark.parametrize("scripted", [[OK, OK, OK, OK]], indirect=True)
 async def test_send_now_writes_before_returning_only_with_a_pooled_connection_and_a_free_slot(scripted) -> None:
     server, lane = scripted
     assert not lane.ready and lane.send_now("POST", "/v2/orders", b"{}") is None  # nothing pooled yet
@@ -113,10 +113,14 @@ async def test_send_now_writes_before_returning_only_with_a_pooled_connection_an
     pending = lane.send_now("POST", "/v2/orders", b'{"qty":"2"}', on_sent=sent.append)
     assert pending is not None and len(sent) == 1  # written with no await
     assert not lane.ready and lane.send_now("POST", "/v2/orders", b"{}") is None  # the one slot is taken
+    await eventually(lambda: lane.ready, timeout=5)  # back in the pool as the answer lands, before anyone awaits it
+    second = lane.send_now("POST", "/v2/orders", b'{"qty":"3"}')
+    assert second is not None
     reply = await lane.finish(pending)
     assert reply.status == 200 and before <= reply.received_ns <= time.time_ns()
-    assert server.requests[-1].endswith(b'{"qty":"2"}') and server.connections == 1
-    assert lane.ready  # slot and connection are back
+    assert (await lane.finish(second)).status == 200
+    assert server.requests[-2].endswith(b'{"qty":"2"}') and server.requests[-1].endswith(b'{"qty":"3"}')
+    assert server.connections == 1 and lane.ready
 
 
 @pytest.mark.parametrize("scripted", [[OK]], indirect=True)

@@ -194,7 +194,7 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = (
         "_loop", "transport", "_parser", "_waiter", "_eof", "_lost", "_broken", "paused", "_drain_waiter",
-        "_timer", "_read_timeout", "_last_read",
+        "_timer", "_read_timeout", "_last_read", "on_done",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -210,6 +210,9 @@ class _Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._read_timeout = 0.0
         self._last_read = 0.0
+        # set while a request is out: called once its response is complete, where the bytes land, so
+        # the connection is back in its pool before the awaiting task even wakes
+        self.on_done: Callable[[_Connection], None] | None = None
 
     @property
     def usable(self) -> bool:
@@ -281,6 +284,9 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(parser.response())
+        done, self.on_done = self.on_done, None
+        if done is not None:
+            done(self)
 
     def _fail(self, exc: Exception) -> None:
         self._cancel_timer()
@@ -527,7 +533,7 @@ class OrderLane:
         return await self.finish(sent)
 
     async def finish(self, sent: SentRequest) -> LaneResponse:
-        """The response to a written request; the connection goes back to the pool."""
+        """The response to a written request (its connection went back to the pool as it arrived)."""
         conn = sent.conn
         cfg = self._config
         try:
@@ -539,17 +545,23 @@ class OrderLane:
                 except (ConnectionError, OSError) as exc:
                     raise httpx.WriteError(f"write failed: {exc}") from None
             conn.start_read_timer(cfg.read_timeout_s)
-            reply = await sent.response
+            return await sent.response
         except BaseException:
-            conn.close()
-            self._slots.release()
+            if conn.on_done is not None:  # no complete response: the connection cannot be trusted
+                conn.on_done = None
+                conn.close()
+                self._slots.release()
             raise
+
+    def _give_back(self, conn: _Connection) -> None:
+        """A response is complete: its connection returns to the pool (or closes) and its slot frees.
+
+        Done as the last byte is parsed, so an order decided before the awaiting task runs finds it."""
         if conn.usable and not self._closed:
             self._idle.append(conn)
         else:
             conn.close()
         self._slots.release()
-        return reply
 
     async def _send_waiting(self, method: str, path: str, body: bytes, on_sent: Callable[[int], None] | None) -> SentRequest:
         """``send_now`` when it could not: wait for a slot, connect, then write."""
@@ -585,7 +597,9 @@ class OrderLane:
         if on_sent is not None:
             on_sent(time.perf_counter_ns())
         # ready for the response only now, with the request on the wire (nothing is read before the next await)
-        return SentRequest(conn, conn.expect_response(head_only=method == "HEAD"))
+        sent = SentRequest(conn, conn.expect_response(head_only=method == "HEAD"))
+        conn.on_done = self._give_back
+        return sent
 
     def _request_head(self, method: str, path: str, length: int) -> bytes:
         """The request head, framed here: request line, the lane's headers, Content-Length, blank line.
