@@ -9,6 +9,8 @@ from decimal import Decimal
 
 import pydantic
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kit import eventually, free_port
 from test_execution_support import (  # noqa: F401
     AAPL_ASKS,
@@ -35,6 +37,7 @@ from engine.execution import (
     UnknownOrderOutcome,
     Unprocessable,
 )
+from engine.execution.models import order_wire
 from engine.sim.broker import PaperBroker, StaticBook
 
 
@@ -94,6 +97,20 @@ async def test_submit_now_writes_the_order_before_returning_when_the_lane_has_a_
     with pytest.raises(SlippageRejected):
         router.submit_now(buy(1, type="limit", limit_price=Decimal("150.00")), quote=(99.0, 100.0), on_sent=sent.append)
     assert len(sent) == 1 and len(broker.orders()) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    side=st.sampled_from(["buy", "sell"]),
+    limit=st.one_of(st.none(), st.decimals(min_value=Decimal("0.0001"), max_value=Decimal("99999"), places=4)),
+    qty=st.decimals(min_value=Decimal("0.000001"), max_value=Decimal("1e9"), places=6),
+    tif=st.sampled_from(["day", "gtc", "ioc", "fok", "opg", "cls"]),
+    symbol=st.sampled_from(["AAPL", "BRK.B", "BTC/USD"]),
+)
+def test_order_wire_gives_the_request_models_bytes(side, limit, qty, tif, symbol) -> None:
+    kind = "market" if limit is None else "limit"
+    request = OrderRequest(symbol=symbol, side=side, type=kind, time_in_force=tif, qty=qty, limit_price=limit, client_order_id="x-1")
+    assert order_wire(symbol, side, kind, tif, qty, limit, "x-1") == request.to_wire()
 
 
 def test_requests_are_validated_before_anything_is_sent() -> None:
@@ -241,6 +258,39 @@ async def test_slippage_guard_refuses_or_converts_before_sending(broker: PaperBr
     async with OrderRouter(make_client(broker, slippage_action="limit"), session_id="c", quotes=quotes) as converting:
         order = await converting.submit(buy(10))
     assert (order.type, order.limit_price, order.status) == ("limit", Decimal("100.75"), "new")  # rests at the band
+
+
+async def test_orders_given_as_values_take_the_same_guard_wire_and_exactly_once_path(
+    broker: PaperBroker, book: StaticBook
+) -> None:
+    wide_bids, wide_asks = [(99.0, 100.0)], [(101.5, 100.0), (102.0, 100.0)]  # ask 101.5 is 75 bps over the mid
+    touch = [(AAPL_BIDS[0][0], AAPL_ASKS[0][0])]
+    quotes = lambda symbol: touch[0]  # noqa: E731
+    async with OrderRouter(make_client(broker), session_id="v", quotes=quotes) as router:
+        await router.client.connect_ahead()
+        sent: list[int] = []
+        bought = await router.submit_values_now("AAPL", "buy", Decimal("10"), "v-1", on_sent=sent.append)
+        assert len(sent) == 1 and bought.status == "filled" and bought.filled_qty == 10
+        resting = await router.submit_values_now("AAPL", "sell", Decimal("5"), "v-2", type="limit",
+                                                 limit_price=Decimal("120.00"), time_in_force="gtc")
+        assert (resting.type, resting.limit_price, resting.time_in_force, resting.status) == ("limit", Decimal("120.00"), "gtc", "new")
+        assert router.state.get("v-2").status == "new"
+        book.set_book("AAPL", wide_bids, wide_asks)
+        touch[0] = (99.0, 101.5)
+        with pytest.raises(SlippageRejected):  # refused before anything is written
+            router.submit_values_now("AAPL", "buy", Decimal("10"), "v-3", on_sent=sent.append)
+        assert len(sent) == 1 and router.state.get("v-3") is None
+        # an answer lost after the broker accepted: resolved by look-up, one order
+        broker.faults.drop_after_accept = 1
+        passive = await router.submit_values_now("AAPL", "buy", Decimal("3"), "v-4", type="limit", limit_price=Decimal("98.00"))
+        assert passive.status == "new" and router.resolved_by_lookup == 1
+        # a type the values path does not build (a stop order needs a stop price) is checked by the model
+        with pytest.raises(pydantic.ValidationError, match="stop_price is required"):
+            router.submit_values_now("AAPL", "buy", Decimal("1"), "v-5", type="stop")
+    async with OrderRouter(make_client(broker, slippage_action="limit"), session_id="w", quotes=quotes) as converting:
+        order = await converting.submit_values_now("AAPL", "buy", Decimal("10"), "w-1")
+    assert (order.type, order.limit_price, order.status) == ("limit", Decimal("100.75"), "new")  # rests at the band
+    assert sorted(o["client_order_id"] for o in broker.orders()) == ["v-1", "v-2", "v-4", "w-1"]
 
 
 async def test_pre_trade_hook_can_deny(broker: PaperBroker) -> None:

@@ -15,10 +15,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import NamedTuple
 
 from engine.execution.models import TERMINAL_STATUSES, Order, OrderRequest
 
 _ZERO = Decimal(0)
+
+
+class OrderKey(NamedTuple):
+    """What identifies an order's intent for the state table and the router's look-ups (an
+    ``OrderRequest`` has the same three fields)."""
+
+    symbol: str
+    side: str
+    qty: Decimal | None
 
 
 @dataclass(slots=True)
@@ -70,7 +80,7 @@ class OrderStateTable:
         coid = self._by_order_id.get(order_id)
         return self._records.get(coid) if coid is not None else None
 
-    def record_intent(self, client_order_id: str, request: OrderRequest) -> OrderRecord:
+    def record_intent(self, client_order_id: str, request: OrderRequest | OrderKey) -> OrderRecord:
         """Note an order before its first submit attempt, so an unknown outcome is never forgotten."""
         record = self._records.get(client_order_id)
         if record is None:

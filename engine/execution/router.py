@@ -32,8 +32,8 @@ from engine.execution.errors import (
     Unprocessable,
 )
 from engine.execution.lane import SentRequest
-from engine.execution.models import Account, CancelResult, Order, OrderRequest, Position
-from engine.execution.order_state import OrderStateTable
+from engine.execution.models import Account, CancelResult, Order, OrderRequest, Position, order_wire
+from engine.execution.order_state import OrderKey, OrderStateTable
 from engine.execution.retry import RetryPolicy
 from engine.execution.slippage import SlippageGuard
 
@@ -161,9 +161,41 @@ class OrderRouter:
         self.state.record_intent(coid, request)  # nothing can run between the write and this line
         return self._submit_once(request, coid, body, None, on_sent, on_accepted, started)
 
+    def submit_values_now(
+        self,
+        symbol: str,
+        side: str,
+        qty: Decimal,
+        client_order_id: str,
+        *,
+        type: str = "market",
+        limit_price: Decimal | None = None,
+        time_in_force: str = "day",
+        quote: tuple[float, float] | None = None,
+        on_sent: Callable[[int], None] | None = None,
+        on_accepted: Callable[[int], None] | None = None,
+    ) -> Coroutine[Any, Any, Order]:
+        """``submit_now`` for a market or limit order given as values the caller has validated (the
+        live engine's risk-checked orders): the slippage guard and the wire body work on the values, so
+        no request model is built and checked on the way to the socket. Other order types, or a router
+        with a pre-trade hook, take ``submit_now``'s path."""
+        if self._pre_trade is not None or type not in ("market", "limit"):
+            request = OrderRequest(symbol=symbol, side=side, type=type, time_in_force=time_in_force, qty=qty,  # type: ignore[arg-type]
+                                   limit_price=limit_price, client_order_id=client_order_id)
+            return self.submit_now(request, quote=quote, on_sent=on_sent, on_accepted=on_accepted)
+        if quote is None and self._quotes is not None:
+            quote = self._quotes(symbol)
+        bid, ask = quote if quote is not None else (None, None)
+        type, limit_price = self.guard.screen_values(symbol, side, type, limit_price, bid, ask)
+        body = order_wire(symbol, side, type, time_in_force, qty, limit_price, client_order_id)
+        started = self.client.start_order(body, on_sent=on_sent)
+        key = OrderKey(symbol, side, qty)
+        self.state.record_intent(client_order_id, key)  # nothing can run between the write and this line
+        return self._submit_once(key, client_order_id, body, None, on_sent, on_accepted, started)
+
     async def _submit_once(
         self,
-        request: OrderRequest,
+        request: OrderRequest | OrderKey,
         coid: str,
         body: bytes,
         extensions: dict[str, Any] | None,
@@ -222,7 +254,7 @@ class OrderRouter:
         self.state.mark_rejected(coid, f"not created: {last_error}")
         raise SubmitFailed(coid, attempts, last_error) from last_error
 
-    async def _lookup(self, request: OrderRequest, coid: str) -> Order | None:
+    async def _lookup(self, request: OrderRequest | OrderKey, coid: str) -> Order | None:
         """The order under ``coid``, or None if the venue has none."""
         try:
             order = await self.client.get_order_by_client_id(coid)

@@ -65,37 +65,51 @@ class SlippageGuard:
         """
         return self._decide(request, bid, ask)[1]
 
+    def screen_values(
+        self, symbol: str, side: str, type: str, limit_price: Decimal | None, bid: float | None, ask: float | None
+    ) -> tuple[str, Decimal | None]:
+        """``screen`` for an order given as values (no request model): the type and limit price to send."""
+        limit = float(limit_price) if limit_price is not None else None
+        outcome, edge, _ = self._judge(symbol, side == "buy", type, limit, bid, ask)
+        return ("limit", edge) if outcome == "converted" else (type, limit_price)
+
     def _decide(
         self, request: OrderRequest, bid: float | None, ask: float | None
     ) -> tuple[Literal["pass", "converted", "unchecked"], OrderRequest, float]:
-        if request.type in ("stop", "stop_limit"):
-            return "pass", request, 0.0
+        limit = float(request.limit_price) if request.limit_price is not None else None
+        outcome, edge, deviation_bps = self._judge(request.symbol, request.side == "buy", request.type, limit, bid, ask)
+        if outcome == "converted":
+            request = request.model_copy(update={"type": "limit", "limit_price": edge})
+        return outcome, request, deviation_bps
+
+    def _judge(
+        self, symbol: str, buy: bool, type: str, limit: float | None, bid: float | None, ask: float | None
+    ) -> tuple[Literal["pass", "converted", "unchecked"], Decimal | None, float]:
+        """The outcome, the band-edge limit when converted, and the deviation in bps."""
+        if type in ("stop", "stop_limit"):
+            return "pass", None, 0.0
         # both positive and finite, not crossed (NaN fails every comparison)
         if bid is None or ask is None or not (0.0 < bid <= ask < _INF):
             self.unchecked += 1
-            return "unchecked", request, 0.0
+            return "unchecked", None, 0.0
         self.checked += 1
         mid = 0.5 * (bid + ask)  # type: ignore[operator]
-        buy = request.side == "buy"
-        if request.type == "limit":
-            price = float(request.limit_price)  # type: ignore[arg-type]
-            if (buy and price <= mid) or (not buy and price >= mid):
-                return "pass", request, 0.0  # passive: no slippage to guard
+        if type == "limit":
+            price = limit
+            if (buy and price <= mid) or (not buy and price >= mid):  # type: ignore[operator]
+                return "pass", None, 0.0  # passive: no slippage to guard
         else:
-            price = ask if buy else bid  # type: ignore[assignment]
-        deviation_bps = ((price - mid) if buy else (mid - price)) / mid * 1e4
+            price = ask if buy else bid
+        deviation_bps = ((price - mid) if buy else (mid - price)) / mid * 1e4  # type: ignore[operator]
         if deviation_bps <= self.band_bps:
-            return "pass", request, deviation_bps
+            return "pass", None, deviation_bps
         if self.action == "reject":
             self.rejected += 1
-            raise SlippageRejected(request.symbol, deviation_bps, self.band_bps)
+            raise SlippageRejected(symbol, deviation_bps, self.band_bps)
         self.converted += 1
         # exact decimal arithmetic: a float band edge like 100.49999999 must not round a cent away
         mid_d = (Decimal(repr(bid)) + Decimal(repr(ask))) / 2
         band = Decimal(repr(self.band_bps)) / 10_000
         edge = mid_d * (1 + band) if buy else mid_d * (1 - band)
-        step = price_increment(request.symbol, float(edge))
-        limit = (edge / step).to_integral_value(ROUND_FLOOR if buy else ROUND_CEILING) * step
-        converted = request.model_copy(update={"type": "limit", "limit_price": limit})
-        return "converted", converted, deviation_bps
-
+        step = price_increment(symbol, float(edge))
+        return "converted", (edge / step).to_integral_value(ROUND_FLOOR if buy else ROUND_CEILING) * step, deviation_bps
