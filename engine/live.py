@@ -300,6 +300,11 @@ class LiveEngine:
 
     # --- public control --------------------------------------------------------------------------
     @property
+    def running(self) -> bool:
+        """Started (feed connected, trading) and not yet shutting down."""
+        return bool(self._started) and not self._stopping
+
+    @property
     def lockstep(self) -> bool:
         return self.live_cfg.lockstep
 
