@@ -850,3 +850,46 @@ async def test_account_values_follow_fills_and_book_changes(http: httpx.AsyncCli
     after = (await http.get("/v2/account")).json()
     assert Decimal(after["short_market_value"]) == -5 * Decimal("400.00")
     assert Decimal(after["long_market_value"]) == Decimal(moved["long_market_value"])
+
+
+def test_new_ids_are_uuid4_text_as_the_uuid_module_writes_it() -> None:
+    import uuid
+
+    from engine.sim.broker import _uuid4
+
+    ids = {_uuid4() for _ in range(2000)}
+    assert len(ids) == 2000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_an_event_encoded_after_its_order_moved_on_carries_the_order_as_it_was() -> None:
+    import msgspec
+
+    from engine.sim.broker import _Order
+
+    o = _Order(id="i", client_order_id="c", symbol="AAPL", asset_id="a", crypto=False, side="buy", type="market",
+               time_in_force="day", qty=Decimal(2), limit_price=None, stop_price=None, extended_hours=False,
+               created_ns=1_704_205_800_000_001_000, updated_ns=1_704_205_800_000_001_000)
+    new_state, as_new = o.state(), msgspec.json.encode(o.to_json())
+    o.filled_qty, o.filled_notional, o.status, o.filled_ns = Decimal(2), Decimal("201"), "filled", 1_704_205_800_000_002_000
+    o.updated_ns = o.filled_ns
+    filled = o.wire()
+    assert o.wire(new_state) == as_new and o.wire(o.state()) is filled and o.wire() is filled
+
+
+async def test_uuids_in_responses_and_events(broker: PaperBroker, http: httpx.AsyncClient) -> None:
+    import uuid
+
+    async with websockets.connect(broker.stream_url) as ws:
+        await ws.send(json.dumps({"action": "authenticate", "data": {"key_id": "tickforge-sim", "secret_key": "tickforge-sim-secret"}}))
+        await ws.recv()
+        await ws.send(json.dumps({"action": "listen", "data": {"streams": ["trade_updates"]}}))
+        await ws.recv()
+        body = (await order(http, symbol="AAPL", side="buy", qty=1)).json()
+        events = [json.loads(await asyncio.wait_for(ws.recv(), 5))["data"] for _ in range(2)]
+    for text in (body["id"], body["client_order_id"], events[1]["execution_id"]):
+        assert uuid.UUID(text).version == 4 and str(uuid.UUID(text)) == text
+    assert [e["event"] for e in events] == ["new", "fill"] and events[0]["order"]["status"] == "new"
+    assert events[1]["order"] == body

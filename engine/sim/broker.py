@@ -29,6 +29,7 @@ import hmac
 import json
 import logging
 import math
+import os
 import threading
 import time
 import uuid
@@ -73,6 +74,7 @@ _REASONS = {
     500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
 }
 _encode = msgspec.json.encode
+_urandom = os.urandom
 _Raw = msgspec.Raw
 _DECIMAL_JSON = json.JSONDecoder(parse_float=Decimal)
 
@@ -198,6 +200,15 @@ def _fmt(value: Decimal | None) -> str | None:
     return format(value.normalize(), "f")
 
 
+def _uuid4() -> str:
+    """``str(uuid.uuid4())``: the same random version-4 UUID text, without building a ``UUID``."""
+    raw = bytearray(_urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
 def _dec(value: float) -> Decimal:
     return Decimal(repr(value))
 
@@ -261,28 +272,35 @@ class _Order:
     def avg_price(self) -> Decimal | None:
         return self.filled_notional / self.filled_qty if self.filled_qty else None
 
-    def wire(self) -> bytes:
-        """``to_json()`` encoded, once per state of the order: its REST response and the trade_updates
-        event of the same state (a fill's, for an order that filled on submit) carry the same bytes."""
-        state = (self.status, self.updated_ns, self.filled_qty, self.filled_notional, self.filled_ns,
-                 self.canceled_ns, self.expired_ns)
-        if state != self._wire_state:
-            self._wire = _encode(self.to_json())
-            self._wire_state = state
+    def state(self) -> tuple[Any, ...]:
+        """What of the order changes after submit (all immutable values): its wire form at this moment."""
+        return (self.status, self.updated_ns, self.filled_qty, self.filled_notional, self.filled_ns,
+                self.canceled_ns, self.expired_ns)
+
+    def wire(self, state: tuple[Any, ...] | None = None) -> bytes:
+        """``to_json(state)`` encoded (``state``: an earlier ``state()``, default now), once per state
+        of the order: its REST response and the trade_updates event of the same state (a fill's, for
+        an order that filled on submit) carry the same bytes."""
+        current = self.state()
+        if state is not None and state != current:
+            return _encode(self.to_json(state))  # an event encoded after the order moved on
+        if current != self._wire_state:
+            self._wire = _encode(self.to_json(current))
+            self._wire_state = current
         return self._wire
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, state: tuple[Any, ...] | None = None) -> dict[str, Any]:
+        status, updated_ns, filled_qty, filled_notional, filled_ns, canceled_ns, expired_ns = state or self.state()
         created = self.created_at
-        filled_qty = self.filled_qty
         return {
             "id": self.id,
             "client_order_id": self.client_order_id,
             "created_at": created,
-            "updated_at": _iso(self.updated_ns) if self.updated_ns else created,
+            "updated_at": _iso(updated_ns) if updated_ns else created,
             "submitted_at": created,
-            "filled_at": _iso(self.filled_ns),
-            "expired_at": _iso(self.expired_ns),
-            "canceled_at": _iso(self.canceled_ns),
+            "filled_at": _iso(filled_ns),
+            "expired_at": _iso(expired_ns),
+            "canceled_at": _iso(canceled_ns),
             "failed_at": None,
             "replaced_at": None,
             "replaced_by": None,
@@ -293,7 +311,7 @@ class _Order:
             "notional": None,
             "qty": self.qty_text,
             "filled_qty": _fmt(filled_qty),
-            "filled_avg_price": _fmt(self.filled_notional / filled_qty) if filled_qty else None,
+            "filled_avg_price": _fmt(filled_notional / filled_qty) if filled_qty else None,
             "order_class": "simple",
             "order_type": self.type,
             "type": self.type,
@@ -302,7 +320,7 @@ class _Order:
             "time_in_force": self.time_in_force,
             "limit_price": self.limit_text,
             "stop_price": self.stop_text,
-            "status": self.status,
+            "status": status,
             "extended_hours": self.extended_hours,
             "legs": None,
             "trail_percent": None,
@@ -369,16 +387,21 @@ def _binary_frames(payloads: Sequence[bytes]) -> bytes:
     return b"".join([Frame(Opcode.BINARY, payload).serialize(mask=False, extensions=[]) for payload in payloads])
 
 
+# A trade_updates event as it happened, encoded only when it is sent (after the response it belongs
+# to): name, order, timestamp, the order's ``state()`` then, and for fills price, qty and position qty.
+_Event = tuple[str, "_Order", int, tuple[Any, ...], Decimal | None, Decimal | None, Decimal | None]
+
+
 class _Drop(Exception):
     """Close the connection without answering (fault injection); the accepted order's events still go out."""
 
-    def __init__(self, events: Sequence[dict[str, Any]]) -> None:
+    def __init__(self, events: Sequence[_Event]) -> None:
         super().__init__()
         self.events = events
 
 
-_NO_EVENTS: tuple[dict[str, Any], ...] = ()
-_Reply = tuple[int, bytes | None, list[tuple[str, str]], Sequence[dict[str, Any]]]  # status, body, headers, events
+_NO_EVENTS: tuple[_Event, ...] = ()
+_Reply = tuple[int, bytes | None, list[tuple[str, str]], Sequence[_Event]]  # status, body, headers, events
 
 
 class PaperBroker:
@@ -423,7 +446,7 @@ class PaperBroker:
         self._listed: set[str] = set()  # symbols the market has had a book for (no source removes one)
         self._streams: set[_StreamClient] = set()
         self._listeners: list[_StreamClient] = []
-        self._held_events: list[dict[str, Any]] | None = None  # while a request is routed: sent after its response
+        self._held_events: list[_Event] | None = None  # while a request is routed: sent after its response
         self._pending_symbols: set[str] = set()
         self._flush_scheduled = False
         self._server: asyncio.base_events.Server | None = None
@@ -688,14 +711,14 @@ class PaperBroker:
                         )
         coid = f.get("client_order_id")
         if coid is None:
-            coid = str(uuid.uuid4())
+            coid = _uuid4()
         elif not isinstance(coid, str) or not 0 < len(coid) <= 128:
             raise _invalid("client_order_id must be a string of 1 to 128 characters")
         if coid in self._by_client_id:
             raise _invalid("client_order_id must be unique")
         now = _now_ns()
         return _Order(
-            id=str(uuid.uuid4()),
+            id=_uuid4(),
             client_order_id=coid,
             symbol=symbol,
             asset_id=_asset_id(symbol),
@@ -946,7 +969,6 @@ class PaperBroker:
             "fill" if order.status == "filled" else "partial_fill",
             order,
             now,
-            fill=True,
             price=price,
             qty=qty,
             position_qty=new,
@@ -1098,30 +1120,25 @@ class PaperBroker:
         order: _Order,
         ts_ns: int,
         *,
-        fill: bool = False,
         price: Decimal | None = None,
         qty: Decimal | None = None,
         position_qty: Decimal | None = None,
     ) -> None:
+        """Record an event (a fill's has a price); sent at once, or after the response being routed."""
         if not self._listeners:
             return
-        # the order as it is now: each event carries the order as it was when it happened
-        data: dict[str, Any] = {"event": event, "timestamp": _iso(ts_ns), "order": _Raw(order.wire())}
-        if fill:
-            data["execution_id"] = str(uuid.uuid4())
-            data["price"] = _fmt(price)
-            data["qty"] = _fmt(qty)
-            data["position_qty"] = _fmt(position_qty)
+        # each event carries the order as it was when it happened: its state now, encoded when sent
+        spec = (event, order, ts_ns, order.state(), price, qty, position_qty)
         if self._held_events is not None:
-            self._held_events.append(data)
+            self._held_events.append(spec)
         else:
-            self._send_events((data,))
+            self._send_events((spec,))
 
-    def _send_events(self, events: Sequence[dict[str, Any]]) -> None:
+    def _send_events(self, events: Sequence[_Event]) -> None:
         """Push trade_updates events to every listening stream, in order (one write per stream)."""
         if not events:
             return
-        payloads = [_encode({"stream": "trade_updates", "data": data}) for data in events]
+        payloads = [_encode({"stream": "trade_updates", "data": _event_json(*spec)}) for spec in events]
         if self.faults.duplicate_events:
             payloads = [payload for payload in payloads for _ in range(2)]
         frames = _binary_frames(payloads)  # once for every listener
@@ -1553,6 +1570,25 @@ def _http_response(
     lines.append("\r\n")
     wire = "".join(lines).encode("latin-1")
     return wire + payload if payload and not head else wire
+
+
+def _event_json(
+    event: str,
+    order: _Order,
+    ts_ns: int,
+    state: tuple[Any, ...],
+    price: Decimal | None,
+    qty: Decimal | None,
+    position_qty: Decimal | None,
+) -> dict[str, Any]:
+    """A trade_updates event's ``data`` (a fill's has a price)."""
+    data: dict[str, Any] = {"event": event, "timestamp": _iso(ts_ns), "order": _Raw(order.wire(state))}
+    if price is not None:
+        data["execution_id"] = _uuid4()
+        data["price"] = _fmt(price)
+        data["qty"] = _fmt(qty)
+        data["position_qty"] = _fmt(position_qty)
+    return data
 
 
 def _error_body(code: int, message: str) -> bytes:
