@@ -893,3 +893,68 @@ async def test_uuids_in_responses_and_events(broker: PaperBroker, http: httpx.As
         assert uuid.UUID(text).version == 4 and str(uuid.UUID(text)) == text
     assert [e["event"] for e in events] == ["new", "fill"] and events[0]["order"]["status"] == "new"
     assert events[1]["order"] == body
+
+
+ODD_ORDER_BODIES = [
+    b'{"symbol":"AAPL","side":"buy","type":"market","time_in_force":"day","qty":"1"}',  # the usual: msgspec's
+    b'{"symbol":"AAPL","side":"buy","type":"market","time_in_force":"day","qty":"1","qty":"2"}',  # last one wins
+    b' \n{"symbol":"AAPL","side":"buy","type":"market","time_in_force":"day","qty":"1","extended_hours":null} ',
+    b'{"symbol":"AAPL","side":"buy","type":"market","time_in_force":"day","qty":1}',
+    b'{"symbol":"AAPL","side":"buy","type":"market","time_in_force":"day","qty":1.50}',
+    b'{"symbol":"AAPL","side":"buy","type":"market","time_in_force":"day","qty":NaN}',
+    b'{"symbol":"AAPL","side":"buy","type":"market","time_in_force":"day","qty":Infinity}',
+    b'{"symbol":"AAPL","side":"buy","type":"market","time_in_force":"day","qty":1e400}',
+    b'{"symbol":"AAPL","side":"buy","type":"market","time_in_force":"day","qty":123456789012345678901234567890}',
+    b'{"symbol":"AAPL","side":"buy","type":"market","time_in_force":"day","qty":true}',
+    b'{"symbol":"AAPL","side":[1.5],"type":"market","time_in_force":"day","qty":"1"}',
+    b'{"symbol":"AAPL","side":{"a":1.5},"type":"market","time_in_force":"day","qty":"1"}',
+    b'{"symbol":"AAPL","side":"\\ud800","type":"market","time_in_force":"day","qty":"1"}',
+    b'{"symbol":"AAPL","side":"\xed\xa0\x80","type":"market","time_in_force":"day","qty":"1"}',
+    b'{"symbol":"AAPL","side":"\xff","type":"market","time_in_force":"day","qty":"1"}',
+    b'{"symbol":"AAPL","side":"\\ud83d\\ude00","type":"market","time_in_force":"day","qty":"1"}',
+    b'\xef\xbb\xbf{"symbol":"AAPL","side":"buy","type":"market","time_in_force":"day","qty":"1"}',
+    '{"symbol":"AAPL","side":"buy","type":"market","time_in_force":"day","qty":"1"}'.encode("utf-16-le"),
+    '{"symbol":"AAPL","side":"buy","type":"market","time_in_force":"day","qty":"1"}'.encode("utf-32"),
+    b'{"symbol":"AAPL","side":"x\x01","type":"market","time_in_force":"day","qty":"1"}',
+    b'{"symbol":"AAPL","side":"buy","qty":"1",}',
+    b'{"symbol":"AAPL","side":"buy","qty":"1"} x',
+    b'["symbol","AAPL"]',
+    b'"AAPL"',
+    b"null",
+    b"[" * 100_000 + b"]" * 100_000,
+]
+
+
+def _decoded(decode, body: bytes) -> object:  # noqa: ANN001 - a decoder
+    try:
+        return ("ok", repr(decode(body)))  # repr: NaN compares unequal to itself
+    except Exception as exc:  # noqa: BLE001 - what either decoder raises is the point
+        return ("error", type(exc))
+
+
+@pytest.mark.parametrize("body", ODD_ORDER_BODIES)
+def test_an_order_body_decodes_as_json_decodes_it(body: bytes) -> None:
+    from engine.sim.broker import _json_loads_decimal, _order_fields
+
+    assert _decoded(_order_fields, body) == _decoded(_json_loads_decimal, body)
+
+
+async def test_odd_order_bodies_get_the_answers_json_decoding_gives(broker: PaperBroker, http: httpx.AsyncClient) -> None:
+    from engine.sim import broker as module
+
+    answers = {}
+    for decode in (module._order_fields, module._json_loads_decimal):
+        module_decode, module._order_fields = module._order_fields, decode
+        try:
+            for i, body in enumerate(ODD_ORDER_BODIES[:-1]):  # the deeply nested one drops the connection either way
+                body = body.replace(b'"qty"', f'"client_order_id":"{decode.__name__}-{i}","qty"'.encode(), 1)
+                try:
+                    r = await http.post("/v2/orders", content=body, headers={"Content-Type": "application/json"})
+                except httpx.RemoteProtocolError:  # a lone surrogate in an error message: no answer either way
+                    answers.setdefault(i, []).append(("dropped", None))
+                    continue
+                answers.setdefault(i, []).append((r.status_code, r.json() if r.status_code != 200 else r.json()["qty"]))
+        finally:
+            module._order_fields = module_decode
+    assert all(fast == slow for fast, slow in answers.values()), answers
+    assert answers[0][0] == (200, "1") and answers[1][0] == (200, "2") and answers[5][0][0] == 422
