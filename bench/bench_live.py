@@ -359,7 +359,7 @@ def main() -> None:
         write_result("live_cross_section" + ("-quick" if args.quick else ""), {"cross_section": bench_cross_section(args.quick)})
         return
     n_messages = 20_000 if args.quick else 100_000
-    loop_seconds = 2.0 if args.quick else 8.0
+    loop_seconds = 2.0 if args.quick else 15.0
     print(f"machine: {machine()}")
     result: dict[str, object] = {"quick": args.quick, "n_symbols": N_SYMBOLS, "in_process": {}, "loopback": {}}
     for rate in RATES:
