@@ -17,7 +17,7 @@ from numba import njit
 
 from engine._jit import FixedTypes
 from engine.book import TOB_DTYPE, BookManager, apply_quotes_kernel
-from engine.events import BOOK_DELTA_DTYPE, QUOTE_DTYPE, copy_records
+from engine.events import BOOK_DELTA_DTYPE, QUOTE_DTYPE
 from engine.marketdata import _fastparse
 from engine.marketdata.decoder import DecodedBatch, Decoder
 from engine.marketdata.symbols import SymbolMap
@@ -142,39 +142,25 @@ class BookingDecoder(Decoder):
         self._booking: dict[tuple[bool, bool], FixedTypes] = {}
 
     def _decode_compiled(self, frame: object, is_json: bool, recv_ns: int) -> DecodedBatch | None:
-        data = frame.encode("utf-8", "surrogatepass") if isinstance(frame, str) else frame
-        buf = np.frombuffer(data, np.uint8)  # type: ignore[arg-type]
-        size = len(buf)
-        self._grow_scratch(size // 16 + 1, size // 8 + 1)
+        buf = self._frame_buffer(frame)
         fb = self.frame_book
         tob = fb.room(self._scratch_msgs)
         fb.begin()
         slots, names, lens = self.symbols.table
         key = (is_json, buf.flags.writeable)
         call = self._booking.get(key)
+        if call is None:  # bound per kind of buffer, as the base class binds its parsers
+            call = self._booking[key] = FixedTypes(_parse_and_book_json if is_json else _parse_and_book_msgpack)
         parse = (self._buf_trades, self._buf_quotes, self._buf_bars, self._buf_deltas, self._counts, self._vals, self._ivals, self._codes)
         if not is_json:
             parse += (self._bits,)
-        args = (buf, slots, names, lens, recv_ns, *parse, *fb.book.state, fb.book.depth_levels, tob, *fb.tops,
-                fb.seen_epoch, fb.epoch, fb.changed, self._out)
-        if call is None:  # bound per kind of buffer, as the base class binds its parsers
-            call = self._booking[key] = FixedTypes(_parse_and_book_json if is_json else _parse_and_book_msgpack)
-        if call(*args) != _fastparse.OK:
+        if call(buf, slots, names, lens, recv_ns, *parse, *fb.book.state, fb.book.depth_levels, tob, *fb.tops,
+                fb.seen_epoch, fb.epoch, fb.changed, self._out) != _fastparse.OK:
             return None
         fb.n_changed, fb.dropped = self._out.tolist()
         if fb.dropped:
             fb.book.log_drops()
-        n_trades, n_quotes, n_bars, n_deltas, n_books, n_messages, last_ts = self._counts[:7].tolist()
-        batch = DecodedBatch(recv_ns=recv_ns, n_messages=n_messages, n_book_messages=n_books, _last_ts_ns=last_ts, booked=True)
-        if n_trades:
-            batch.trades = copy_records(self._buf_trades[:n_trades])
-        if n_quotes:
-            batch.quotes = self._buf_quotes[:n_quotes]
-        if n_bars:
-            batch.bars = copy_records(self._buf_bars[:n_bars])
-        if n_deltas:
-            batch.book_deltas = copy_records(self._buf_deltas[:n_deltas])
-        return batch
+        return self._scratch_batch(recv_ns, booked=True)
 
 
 __all__ = ["BookingDecoder", "FrameBook", "copy_tops"]

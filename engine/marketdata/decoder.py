@@ -203,11 +203,7 @@ class Decoder:
 
     def _decode_compiled(self, frame: Any, is_json: bool, recv_ns: int) -> DecodedBatch | None:
         """The whole frame in one numba call, or None when it needs the msgspec path."""
-        data = frame.encode("utf-8", "surrogatepass") if isinstance(frame, str) else frame
-        buf = np.frombuffer(data, np.uint8)
-        size = len(buf)
-        # Every message takes at least 16 bytes and every book level at least 8, in both encodings.
-        self._grow_scratch(size // 16 + 1, size // 8 + 1)
+        buf = self._frame_buffer(frame)
         slots, names, lens = self.symbols.table
         counts = self._counts
         # numba's dispatch would type the record-array arguments on every frame: bind once per kind
@@ -219,14 +215,25 @@ class Decoder:
             status = parser(buf, slots, names, lens, recv_ns, self._buf_trades, self._buf_quotes, self._buf_bars, self._buf_deltas, counts, self._vals, self._ivals, self._codes)
         else:
             status = parser(buf, slots, names, lens, recv_ns, self._buf_trades, self._buf_quotes, self._buf_bars, self._buf_deltas, counts, self._vals, self._ivals, self._codes, self._bits)
-        if status != _fastparse.OK:
-            return None
-        n_trades, n_quotes, n_bars, n_deltas, n_books, n_messages, last_ts = counts[:7].tolist()
-        batch = DecodedBatch(recv_ns=recv_ns, n_messages=n_messages, n_book_messages=n_books, _last_ts_ns=last_ts)
+        return self._scratch_batch(recv_ns) if status == _fastparse.OK else None
+
+    def _frame_buffer(self, frame: Any) -> np.ndarray:
+        """The frame's bytes as a uint8 array, with scratch room for as many events as it can hold."""
+        data = frame.encode("utf-8", "surrogatepass") if isinstance(frame, str) else frame
+        buf = np.frombuffer(data, np.uint8)
+        # Every message takes at least 16 bytes and every book level at least 8, in both encodings.
+        self._grow_scratch(len(buf) // 16 + 1, len(buf) // 8 + 1)
+        return buf
+
+    def _scratch_batch(self, recv_ns: int, *, booked: bool = False) -> DecodedBatch:
+        """A batch of what the compiled parser left in scratch: copies, except quotes a booking
+        subclass has applied already (a view, valid until the next frame)."""
+        n_trades, n_quotes, n_bars, n_deltas, n_books, n_messages, last_ts = self._counts[:7].tolist()
+        batch = DecodedBatch(recv_ns=recv_ns, n_messages=n_messages, n_book_messages=n_books, _last_ts_ns=last_ts, booked=booked)
         if n_trades:
             batch.trades = copy_records(self._buf_trades[:n_trades])
         if n_quotes:
-            batch.quotes = copy_records(self._buf_quotes[:n_quotes])
+            batch.quotes = self._buf_quotes[:n_quotes] if booked else copy_records(self._buf_quotes[:n_quotes])
         if n_bars:
             batch.bars = copy_records(self._buf_bars[:n_bars])
         if n_deltas:
