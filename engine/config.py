@@ -150,6 +150,9 @@ class SimConfig(_Frozen):
     frame_interval_ms: float = Field(1.0, gt=0, le=1000)
     starting_cash: float = Field(1_000_000.0, gt=0)
     rate_limit_per_min: int = Field(200, gt=0)
+    # real time: serve the exchange and broker from a process of their own, as a real venue is (on the
+    # engine's loop their work delays every order's answer); lock-step always keeps them in-process
+    own_process: bool = True
 
 
 class LiveConfig(_Frozen):

@@ -430,8 +430,13 @@ class LiveEngine:
         if self.mode == "sim":
             from engine.sim.server import SimStack  # noqa: PLC0415
 
-            frame = self.live_cfg.frame_messages if self.lockstep else None
-            self.sim = SimStack(cfg.sim, symbols=self._symbols_override, lockstep_frame_messages=frame)
+            if self.lockstep or not cfg.sim.own_process:
+                frame = self.live_cfg.frame_messages if self.lockstep else None
+                self.sim = SimStack(cfg.sim, symbols=self._symbols_override, lockstep_frame_messages=frame)
+            else:
+                from engine.sim.process import SimProcess  # noqa: PLC0415
+
+                self.sim = SimProcess(cfg.sim, symbols=self._symbols_override)
             await self.sim.start()
             self.universe = list(self.sim.symbols)
             return cfg.sim.key_id, cfg.sim.secret_key, self.sim.trading_url, self.sim.feed_url

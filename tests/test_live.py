@@ -11,16 +11,18 @@ import json
 import math
 import os
 import signal
+import socket
 
 import httpx
 import numpy as np
 import pytest
 
 from engine.cli import main
-from engine.config import TickforgeConfig
-from engine.errors import InputError
+from engine.config import SimConfig, TickforgeConfig
+from engine.errors import InputError, TickforgeError
 from engine.events import SIDE_BUY, SIDE_SELL
 from engine.live import LiveEngine, RunSummary
+from engine.sim.process import SimProcess
 from engine.strategies import OrderIntent, Strategy
 from kit import eventually, free_port
 
@@ -29,7 +31,7 @@ FAST_SIGNAL = {"fast": 3, "slow": 8, "rsi_window": 5, "qty": 10, "max_position":
 
 
 def _config(**live: object) -> TickforgeConfig:
-    sim = {"seed": 11, "rate_limit_per_min": 100_000}
+    sim = {"seed": 11, "rate_limit_per_min": 100_000, "own_process": False}  # tests reach into the venue
     base = {"duration_s": 60.0, "lockstep": True, "frame_messages": 100, "max_messages": 16_000,
             "strategy": "ma_rsi", "strategy_params": FAST_SIGNAL, "backend": "cpu", "shutdown_timeout_s": 3.0}
     base.update(live)
@@ -166,6 +168,26 @@ async def test_faults_feed_restart_broker_errors_strategy_errors_and_sigterm_lea
     broker_filled = sum(float(o["filled_qty"]) for o in broker_orders)
     assert broker_filled == pytest.approx(sum(f.qty for f in summary.fills))
     assert sum(strategy.fills) == pytest.approx(broker_filled)
+
+
+async def test_real_time_session_with_the_venue_in_its_own_process_books_what_the_broker_filled():
+    cfg = _config(lockstep=False, max_messages=0, duration_s=5.0)
+    cfg = cfg.model_copy(update={"sim": cfg.sim.model_copy(update={"own_process": True, "messages_per_s": 4_000.0})})
+    engine = LiveEngine(cfg, strategy=Churn(every=3, raise_every=10**9), symbols=SYMBOLS)
+    summary = await engine.run()
+    assert isinstance(engine.sim, SimProcess) and not engine.sim.running  # stopped with the run
+    assert summary.error == "" and summary.stats.fills > 0 and summary.stats.orders_rejected == 0
+    assert summary.latency["tick_to_ack"]["count"] == summary.stats.orders_acked
+    _assert_books_agree_with_broker(summary, same_marks=False)
+
+
+async def test_a_venue_process_that_cannot_start_is_a_clear_error():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        cfg = SimConfig(market_port=taken.getsockname()[1])
+        with pytest.raises(TickforgeError, match="embedded venue could not start"):
+            await SimProcess(cfg).start()
 
 
 class Quoter(Strategy):
