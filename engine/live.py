@@ -357,8 +357,8 @@ class LiveEngine:
             self._stop_event = asyncio.Event()
         cfg = self.config
         live = self.live_cfg
-        self._pin_cpus(live.cpu_affinity)
         key_id, secret_key, trading_url, feed_url = await self._connect_venue()
+        self._pin_cpus(live.cpu_affinity)  # after the venue's process started: it must not inherit the pin
         self.build(self.universe)
 
         import httpx  # noqa: PLC0415 - the network stack loads on run

@@ -181,6 +181,21 @@ async def test_real_time_session_with_the_venue_in_its_own_process_books_what_th
     _assert_books_agree_with_broker(summary, same_marks=False)
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU pinning is Linux only")
+async def test_a_pinned_engine_leaves_its_venue_process_unpinned():
+    before = os.sched_getaffinity(0)
+    cpu = min(before)
+    cfg = _config(lockstep=False, max_messages=0, duration_s=30.0, cpu_affinity=(cpu,))
+    cfg = cfg.model_copy(update={"sim": cfg.sim.model_copy(update={"own_process": True})})
+    engine = LiveEngine(cfg, strategy=Churn(every=3, raise_every=10**9), symbols=SYMBOLS)
+    task = asyncio.create_task(engine.run())
+    await eventually(lambda: engine.running, timeout=180)
+    assert os.sched_getaffinity(0) == {cpu} and os.sched_getaffinity(engine.sim.pid) == before
+    engine.request_stop("test over")
+    summary = await asyncio.wait_for(task, 60)
+    assert summary.error == "" and os.sched_getaffinity(0) == before
+
+
 async def test_a_venue_process_that_cannot_start_is_a_clear_error():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

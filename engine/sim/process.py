@@ -92,6 +92,10 @@ class SimProcess:
         self._process = None
 
     @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.is_alive()
 
