@@ -12,6 +12,10 @@ import math
 import os
 import signal
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -359,3 +363,32 @@ def test_cross_section_step_on_the_gpu_backend_matches_cpu():
     np.testing.assert_array_equal(gpu.rank, cpu.rank)
     np.testing.assert_allclose(gpu.beta, cpu.beta, rtol=1e-12)
     assert cpu.beta[1] == pytest.approx(1.0) and cpu.corr[1] == pytest.approx(1.0)
+
+
+def test_the_venue_process_exits_when_its_engine_is_killed(tmp_path):
+    script = tmp_path / "killed_engine.py"
+    script.write_text(
+        "import asyncio, os, sys\n"
+        "from engine.config import SimConfig\n"
+        "from engine.sim.process import SimProcess\n"
+        "async def main():\n"
+        "    venue = await SimProcess(SimConfig(n_symbols=2)).start()\n"
+        "    print(venue.pid, flush=True)\n"
+        "    os._exit(0)  # no stop, no clean-up: as if killed\n"
+        "if __name__ == '__main__':\n"
+        "    asyncio.run(main())\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True)
+    pid = int(out.stdout.split()[0])
+
+    def gone() -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        return state in ("Z", "X")  # exited (a zombie waits for whoever reaps orphans here)
+
+    deadline = time.monotonic() + 30
+    while not gone() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert gone()

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import gc
 import multiprocessing
+import os
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
@@ -27,6 +28,8 @@ START_TIMEOUT_S = 60.0
 def _serve(config: SimConfig, symbols: list[str] | None, reply: Connection, stop: Any) -> None:  # pragma: no cover - child process
     from engine.sim.server import SimStack  # noqa: PLC0415 - imported in the child
 
+    parent = os.getppid()
+
     async def main() -> None:
         stack = SimStack(config, symbols=symbols)
         try:
@@ -38,7 +41,8 @@ def _serve(config: SimConfig, symbols: list[str] | None, reply: Connection, stop
         gc.freeze()  # as the engine does: no full collection walks the start-up objects mid-run
         reply.send(("ready", stack.trading_url, stack.feed_url, stack.symbols))
         try:
-            while not stop.is_set():
+            # until told to stop, or until the engine is gone without telling (killed): no orphan venue
+            while not stop.is_set() and os.getppid() == parent:
                 await asyncio.sleep(0.05)
         finally:
             await stack.stop()
