@@ -210,27 +210,8 @@ def test_open_orders_index_follows_every_change():
 
 
 class _SymbolAtATimeMaker(MidPriceMarketMaker):
-    """The market maker's ``quotes``/``on_book`` as they were before ``on_book`` was batched, verbatim:
-    the reference the batched version must match intent for intent, bit for bit."""
-
-    def quotes(self, ctx: StrategyContext, symbol_id: int) -> tuple[float, float]:
-        mid = ctx.mid(symbol_id)
-        if not math.isfinite(mid):
-            return math.nan, math.nan
-        inventory = ctx.position[symbol_id]
-        reservation = mid * (1.0 - self.skew_bps * 1e-4 * inventory / self.max_inventory)
-        bid = ctx.round_down(reservation * (1.0 - self.half_spread_bps * 1e-4))
-        ask = ctx.round_up(reservation * (1.0 + self.half_spread_bps * 1e-4))
-        # never cross the touch: a crossing quote would trade as a taker at the other side's price
-        bid = min(bid, ctx.round_down(ctx.best_ask_price[symbol_id] - ctx.tick_size))
-        ask = max(ask, ctx.round_up(ctx.best_bid_price[symbol_id] + ctx.tick_size))
-        if inventory + self.qty > self.max_inventory:
-            bid = math.nan
-        if inventory - self.qty < -self.max_inventory:
-            ask = math.nan
-        if not bid > 0:
-            bid = math.nan
-        return bid, ask
+    """The market maker's ``on_book`` as it was before it was batched, verbatim, over the unchanged
+    per-symbol ``quotes``: the reference the batched version must match intent for intent, bit for bit."""
 
     def on_book(self, ctx: StrategyContext, symbol_ids: np.ndarray) -> list[Intent]:
         intents: list[Intent] = []

@@ -509,19 +509,11 @@ class OrderLane:
         instead of a task's first turn later."""
         if self._closed or not self._idle or not self._slots.try_take():
             return None
-        idle = self._idle
-        while idle:
-            conn = idle.pop()
-            if conn.usable:
-                try:
-                    return self._write(conn, method, path, body, on_sent)
-                except BaseException:
-                    conn.close()
-                    self._slots.release()
-                    raise
-            conn.close()  # the server closed it while idle (or sent something unasked)
-        self._slots.release()
-        return None
+        conn = self._pooled()
+        if conn is None:
+            self._slots.release()
+            return None
+        return self._write_or_release(conn, method, path, body, on_sent)
 
     async def request(
         self, method: str, path: str, body: bytes, *, on_sent: Callable[[int], None] | None = None
@@ -573,21 +565,28 @@ class OrderLane:
                 await self._slots.take(cfg.pool_timeout_s)
             except TimeoutError:
                 raise httpx.PoolTimeout("no free connection in the order lane") from None
-        conn: _Connection | None = None
         try:
-            idle = self._idle
-            while idle:
-                conn = idle.pop()
-                if conn.usable:
-                    break
-                conn.close()
-                conn = None
-            if conn is None:
-                conn = await self._connect()
+            conn = self._pooled() or await self._connect()
+        except BaseException:
+            self._slots.release()
+            raise
+        return self._write_or_release(conn, method, path, body, on_sent)
+
+    def _pooled(self) -> _Connection | None:
+        """A usable pooled connection; ones the server closed while idle (or that got bytes unasked) are dropped."""
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if conn.usable:
+                return conn
+            conn.close()
+        return None
+
+    def _write_or_release(self, conn: _Connection, method: str, path: str, body: bytes, on_sent: Callable[[int], None] | None) -> SentRequest:
+        try:
             return self._write(conn, method, path, body, on_sent)
         except BaseException:
-            if conn is not None:
-                conn.close()
+            conn.close()
             self._slots.release()
             raise
 
