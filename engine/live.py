@@ -571,11 +571,13 @@ class LiveEngine:
         self.latency.stamp(-1, T_ACK, 0)
 
     def _warm_decoder(self) -> None:
-        """Decode one msgpack and one JSON frame on a scratch decoder: the feed's first real frame
-        must not stall the loop compiling (in lock-step that would look like a lost frame)."""
+        """Decode one msgpack and one JSON frame on a scratch booking decoder (the feed's kind): the
+        feed's first real frame must not stall the loop compiling (in lock-step that would look like a
+        lost frame), with quotes booked as the feed books them. ``self.decoder.warm()`` binds the feed's own instance."""
         import msgspec  # noqa: PLC0415
 
-        from engine.marketdata.decoder import Decoder  # noqa: PLC0415
+        from engine.book import BookManager  # noqa: PLC0415
+        from engine.hotpath import BookingDecoder, FrameBook  # noqa: PLC0415
         from engine.marketdata.symbols import SymbolMap  # noqa: PLC0415
         from engine.marketdata.timestamps import format_rfc3339, msgpack_timestamp_payload  # noqa: PLC0415
 
@@ -585,7 +587,7 @@ class LiveEngine:
             {"T": "t", "S": "W", "i": 1, "x": "V", "p": 1.0, "s": 1.0, "t": t, "c": ["@"], "z": "A"},
             {"T": "b", "S": "W", "o": 1.0, "h": 1.0, "l": 1.0, "c": 1.0, "v": 1.0, "t": t, "n": 1, "vw": 1.0},
         ]
-        scratch = Decoder(SymbolMap(["W"]), log_drops=False)
+        scratch = BookingDecoder(SymbolMap(["W"]), FrameBook(BookManager(1, 0.0001), StrategyContext(["W"])), log_drops=False)
         try:
             scratch.decode(msgspec.msgpack.encode([{**m, "t": msgspec.msgpack.Ext(-1, msgpack_timestamp_payload(t))} for m in msgs]), 0)
             scratch.decode(msgspec.json.encode([{**m, "t": format_rfc3339(t)} for m in msgs]), 0)
