@@ -167,6 +167,9 @@ class LiveConfig(_Frozen):
     metrics_host: str = "127.0.0.1"  # the control endpoint (POST /halt) has no auth: keep it on loopback
     dashboard: bool = False
     busy_poll: bool = False  # the loop polls instead of sleeping: lower, steadier latency, one core at 100%
+    # with busy_poll: replay the latest frame through a twin of the book path this often while idle,
+    # so the next frame finds the decision path in cache (engine.rehearsal); 0 turns it off
+    rehearse_us: int = Field(200, ge=0, le=1_000_000)
     # pin the engine process to these CPUs (Linux); () leaves placement to the OS. On loopback the
     # venue's process is otherwise woken onto the engine's core right after each order write
     cpu_affinity: tuple[Annotated[int, Field(ge=0)], ...] = ()

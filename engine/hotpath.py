@@ -19,7 +19,7 @@ from engine._jit import FixedTypes
 from engine.book import TOB_DTYPE, BookManager, apply_quotes_kernel
 from engine.events import BOOK_DELTA_DTYPE, QUOTE_DTYPE
 from engine.marketdata import _fastparse
-from engine.marketdata.decoder import DecodedBatch, Decoder
+from engine.marketdata.decoder import DecodedBatch, Decoder, _looks_like_json
 from engine.marketdata.symbols import SymbolMap
 from engine.strategies import StrategyContext
 
@@ -140,8 +140,25 @@ class BookingDecoder(Decoder):
         self.frame_book = frame_book
         self._out = np.zeros(2, dtype=np.int64)
         self._booking: dict[tuple[bool, bool], FixedTypes] = {}
+        self.last_frame: bytes | str | None = None  # the latest frame of the compiled path (engine.rehearsal)
+
+    def warm(self) -> None:
+        super().warm()
+        self.last_frame = None  # the probe frames are nothing to rehearse
+
+    def rehearse(self, frame: bytes | str, frame_book: FrameBook) -> DecodedBatch | None:
+        """Decode ``frame`` onto ``frame_book``'s books instead of the feed's, through this decoder's
+        own parser and scratch (the feed's previous batch must be done with), statistics untouched;
+        None when the frame needs the msgspec path. ``engine.rehearsal`` keeps the path warm with it."""
+        saved = self.frame_book, self.last_frame
+        self.frame_book = frame_book
+        try:
+            return self._decode_compiled(frame, isinstance(frame, str) or _looks_like_json(frame), 0)
+        finally:
+            self.frame_book, self.last_frame = saved
 
     def _decode_compiled(self, frame: object, is_json: bool, recv_ns: int) -> DecodedBatch | None:
+        self.last_frame = frame
         buf = self._frame_buffer(frame)
         fb = self.frame_book
         tob = fb.room(self._scratch_msgs)

@@ -416,7 +416,12 @@ class LiveEngine:
         if live.halt_file:
             self._spawn(self._watch_halt_file(Path(live.halt_file)))
         if live.busy_poll:
-            self._spawn(self._busy_poll())
+            rehearsal = None
+            if live.rehearse_us and not self.lockstep:  # lock-step is about determinism, not latency
+                from engine.rehearsal import HotPathRehearsal  # noqa: PLC0415 - only with the busy poller
+
+                rehearsal = HotPathRehearsal(self, live.rehearse_us)
+            self._spawn(self._busy_poll(rehearsal))
         self._spawn(self._watch_feed())
         self._install_signal_handlers()
         self.freeze_startup_objects()
@@ -664,16 +669,10 @@ class LiveEngine:
 
         # the book path first: its decisions (quotes, signals on the touch) are the latency-critical
         # ones and do not wait for the heavier bar-close work of the same frame
-        changed = self._apply_book(batch)
-        stamps[T_BOOK] = now_ns()
-        actions: list[tuple[str, int]] = []
-        if len(changed):
-            intents = self._call_strategy("on_book", changed)
-            stamps[T_STRATEGY] = now_ns()
-            actions = self._decide(intents, event_ns)
-            if actions and send_now is not None:
-                send_now(actions)
-                actions = []
+        actions = self._book_path(batch, stamps, event_ns)
+        if actions and send_now is not None:
+            send_now(actions)
+            actions = []
         lat.record_frame()
         if not len(batch.trades) and event_ns < self._next_bar_end:
             return actions, []
@@ -693,6 +692,16 @@ class LiveEngine:
             actions += self._decide(intents, event_ns)
         lat.record_frame(T_FEATURES)
         return actions, pending
+
+    def _book_path(self, batch: Any, stamps: np.ndarray, event_ns: int) -> list[tuple[str, int]]:
+        """Books, ``on_book`` and risk: the frame's latency-critical decisions."""
+        changed = self._apply_book(batch)
+        stamps[T_BOOK] = now_ns()
+        if not len(changed):
+            return []
+        intents = self._call_strategy("on_book", changed)
+        stamps[T_STRATEGY] = now_ns()
+        return self._decide(intents, event_ns)
 
     def _apply_book(self, batch: Any) -> np.ndarray:
         quotes, deltas = batch.quotes, batch.book_deltas
@@ -1079,11 +1088,15 @@ class LiveEngine:
                 self._grant()
 
     # --- watchers, signals -----------------------------------------------------------------------
-    async def _busy_poll(self) -> None:
+    async def _busy_poll(self, rehearsal: Any = None) -> None:
         """Keep one callback always ready, so the loop polls its sockets without sleeping in epoll:
-        the core never idles between frames, so the next frame does not start on a cold core."""
+        the core never idles between frames, so the next frame does not start on a cold core; with
+        ``rehearsal`` (engine.rehearsal) the decision path is replayed on a twin between polls too."""
+        stats = self.stats
         while not self._stopping:
-            self.stats.busy_poll_spins += 1
+            stats.busy_poll_spins += 1
+            if rehearsal is not None and rehearsal.tick():
+                stats.rehearsals += 1
             await asyncio.sleep(0)
 
     async def _watch_halt_file(self, path: Path) -> None:
@@ -1385,6 +1398,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, metavar="PORT", help="serve /metrics, /status and POST /halt here")
     parser.add_argument("--dashboard", action="store_true", default=None, help="live terminal dashboard")
     parser.add_argument("--busy-poll", action="store_true", default=None, help="keep the event loop polling instead of sleeping (lower, steadier latency; one core at 100%%)")
+    parser.add_argument("--rehearse-us", type=int, metavar="US", help="with --busy-poll: replay the latest frame through a twin of the decision path every US microseconds while idle (0: off; default: live.rehearse_us)")
     parser.add_argument("--cpus", metavar="LIST", help="pin the engine to these CPUs, e.g. 2 or 2,3 (Linux; default: live.cpu_affinity)")
     parser.add_argument("--halt-file", metavar="PATH", help="kill switch: trading halts when this file appears")
     parser.add_argument("--record", metavar="PATH", help="record the raw market data frames (.jsonl.gz, .jsonl.zst or .jsonl); `tickforge replay PATH` reads it")
@@ -1430,7 +1444,7 @@ def config_from_args(args: argparse.Namespace) -> TickforgeConfig:
     for attr, key in (("strategy", "strategy"), ("duration", "duration_s"), ("max_messages", "max_messages"),
                       ("backend", "backend"), ("lockstep", "lockstep"), ("metrics_port", "metrics_port"),
                       ("dashboard", "dashboard"), ("halt_file", "halt_file"),
-                      ("record", "record_path"), ("busy_poll", "busy_poll")):
+                      ("record", "record_path"), ("busy_poll", "busy_poll"), ("rehearse_us", "rehearse_us")):
         value = getattr(args, attr, None)
         if value is not None:
             live_updates[key] = value

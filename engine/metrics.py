@@ -51,6 +51,7 @@ class LiveStats:
     bar_closes: int = 0
     cross_section_steps: int = 0
     busy_poll_spins: int = 0                                 # loop iterations the busy poller kept awake
+    rehearsals: int = 0                                      # idle replays of the hot path (engine.rehearsal)
     trading_state: str = "ACTIVE"
     halt_reason: str = ""
 

@@ -53,6 +53,8 @@ def test_secret_never_echoed_in_validation_errors(tmp_path):
         ("[risk]\ninitial_state = 'PANIC'", "risk.initial_state"),
         ("[execution.retry]\njitter_low = 1.2\njitter_high = 1.1", "execution.retry"),
         ("[sim]\nmarket_port = 70000", "sim.market_port"),
+        ("[live]\nrehearse_us = -1", "live.rehearse_us"),
+        ("[live]\nrehearse_us = 1000001", "live.rehearse_us"),
         ("[risk]\nno_such_limit = 1", "risk.no_such_limit"),
     ],
 )
@@ -65,6 +67,11 @@ def test_bad_values_name_the_field(tmp_path, toml, field):
 
 def test_limit_boundary_is_inclusive_of_small_positive():
     assert TickforgeConfig.load(risk={"max_order_qty": 1e-9}).risk.max_order_qty == 1e-9
+
+
+def test_rehearsal_interval_bounds_are_inclusive():
+    assert TickforgeConfig.load(live={"rehearse_us": 0}).live.rehearse_us == 0  # off
+    assert TickforgeConfig.load(live={"rehearse_us": 1_000_000}).live.rehearse_us == 1_000_000
 
 
 def test_missing_and_malformed_files(tmp_path):

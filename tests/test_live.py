@@ -112,7 +112,25 @@ async def test_busy_poll_keeps_the_loop_polling_only_when_asked(busy_poll):
     spins = summary.stats.busy_poll_spins
     # polling: the loop went round at least once per frame between frames; otherwise it never spun
     assert (spins > summary.stats.frames) if busy_poll else spins == 0
+    assert summary.stats.rehearsals == 0  # lock-step sessions are never rehearsed
     _assert_books_agree_with_broker(summary, same_marks=True)
+
+
+async def test_real_time_busy_poll_rehearses_the_hot_path_and_only_real_orders_reach_the_broker():
+    cfg = _config(lockstep=False, max_messages=0, duration_s=3.0, busy_poll=True, rehearse_us=500)
+    cfg = cfg.model_copy(update={"sim": cfg.sim.model_copy(update={"messages_per_s": 4_000.0})})
+    engine = LiveEngine(cfg, strategy=Churn(every=3, raise_every=10**9), symbols=SYMBOLS)
+    summary = await engine.run()
+    assert summary.error == "" and summary.stats.fills > 0
+    assert summary.stats.rehearsals > 100  # about one per 500 us of the run's idle time
+    _assert_books_agree_with_broker(summary, same_marks=False)
+    # the twin decided an order per rehearsal; none of them left the process
+    broker_orders = engine.sim.broker.orders()
+    assert len(broker_orders) == sum(summary.stats.orders.values())
+    # and the engine's own risk checked only the real strategy's intents
+    decisions = {k: v for k, v in engine.risk.decision_counts().items() if v}
+    assert decisions.pop("APPROVED") == sum(summary.stats.orders.values())
+    assert decisions == summary.stats.denials
 
 
 class Churn(Strategy):
@@ -342,6 +360,7 @@ def test_cli_run_lockstep_writes_summary_and_refuses_live_without_config(tmp_pat
     assert main(["run", "--cpus", "0,x", "--duration", "1"]) == 2 and "--cpus" in capsys.readouterr().err
     assert main(["run", "--cpus", "-1", "--duration", "1"]) == 2 and "cpu_affinity" in capsys.readouterr().err
     assert main(["run", "--strategy", "no.such.Strategy", "--duration", "1"]) == 2
+    assert main(["run", "--rehearse-us", "-1", "--duration", "1"]) == 2 and "rehearse_us" in capsys.readouterr().err
 
 
 def test_cross_section_step_on_the_gpu_backend_matches_cpu():
