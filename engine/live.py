@@ -1095,8 +1095,12 @@ class LiveEngine:
         stats = self.stats
         while not self._stopping:
             stats.busy_poll_spins += 1
-            if rehearsal is not None and rehearsal.tick():
-                stats.rehearsals += 1
+            if rehearsal is not None:
+                try:
+                    stats.rehearsals += rehearsal.tick()
+                except Exception:  # a warm-up aid: losing it must not stop the polling, or the run
+                    log.exception("hot-path rehearsal failed; rehearsal off for the rest of the run")
+                    rehearsal = None
             await asyncio.sleep(0)
 
     async def _watch_halt_file(self, path: Path) -> None:

@@ -9,8 +9,9 @@ never connected): every ``every_us`` it replays the feed's latest frame through 
 decoder onto the twin's books (``BookingDecoder.rehearse``), then through the twin's book path
 (``on_book`` of a stand-in strategy, pre-trade risk, order booking), and ends the orders it decided
 at once. The real engine's books, positions, orders, statistics and latency histograms are never
-touched; the decoder's scratch is, which is free once a frame has been processed. The real strategy is not rehearsed (it is user code with its own
-state); the engine's side of the strategy call is.
+touched; the decoder's scratch is, which is free once a frame has been processed. The real strategy
+is not rehearsed (it is user code with its own state); the engine's side of the strategy call is.
+The twin's books cost as much memory as the engine's.
 
 It runs from the busy poller only: there the loop spins anyway, and a rehearsal is one bounded step
 between two polls of the sockets (a frame that arrives during one waits for it to end).
@@ -73,21 +74,22 @@ class HotPathRehearsal:
         if frame is None or now - self._last_ns < self.every_ns:
             return False
         self._last_ns = now
-        self.rehearse(frame)
-        return True
+        return self.rehearse(frame)
 
-    def rehearse(self, frame: bytes | str) -> None:
-        """One pass of ``frame`` through the twin's book path; its orders end unfilled at once."""
+    def rehearse(self, frame: bytes | str) -> bool:
+        """One pass of ``frame`` through the twin's book path (its orders end unfilled at once);
+        False for a frame the compiled path does not take."""
         twin = self.twin
         batch = self.source.rehearse(frame, twin.frame_book)
         if batch is None:
-            return
+            return False
         stamps = self._stamps
         stamps[:N_STAGES] = 0
         for kind, seq in twin._book_path(batch, stamps, batch.last_ts_ns or batch.recv_ns):
             if kind == "send":
                 twin._finalize(seq)
         self.rehearsals += 1
+        return True
 
 
 __all__ = ["HotPathRehearsal"]

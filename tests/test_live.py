@@ -133,6 +133,22 @@ async def test_real_time_busy_poll_rehearses_the_hot_path_and_only_real_orders_r
     assert decisions == summary.stats.denials
 
 
+async def test_a_failing_rehearsal_is_switched_off_and_the_run_goes_on(monkeypatch, caplog):
+    from engine.rehearsal import HotPathRehearsal
+
+    def broken(self, frame):  # fault injection: the twin's path raising
+        raise RuntimeError("twin fault")
+
+    monkeypatch.setattr(HotPathRehearsal, "rehearse", broken)
+    cfg = _config(lockstep=False, max_messages=0, duration_s=2.0, busy_poll=True)
+    cfg = cfg.model_copy(update={"sim": cfg.sim.model_copy(update={"messages_per_s": 4_000.0})})
+    summary = await LiveEngine(cfg, strategy=Churn(every=3, raise_every=10**9), symbols=SYMBOLS).run()
+    assert summary.error == "" and summary.stats.fills > 0 and summary.stats.rehearsals == 0
+    assert summary.stats.busy_poll_spins > summary.stats.frames  # still polling after the failure
+    assert sum("rehearsal off" in r.getMessage() for r in caplog.records) == 1
+    _assert_books_agree_with_broker(summary, same_marks=False)
+
+
 class Churn(Strategy):
     """Trades on every few book updates (alternating sides), raises now and then."""
 

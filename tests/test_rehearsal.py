@@ -98,3 +98,11 @@ def test_the_twin_holds_no_credentials_and_never_trades_live():
     twin = HotPathRehearsal(engine, every_us=200).twin
     assert twin.mode == "sim" and not twin.config.alpaca.has_credentials
     assert twin.live_cfg.rehearse_us == 0 and not twin.live_cfg.busy_poll and twin.live_cfg.metrics_port == 0
+
+
+def test_a_frame_the_compiled_path_refuses_is_not_rehearsed():
+    symbols, frames = _session(True)
+    engine = _engine(symbols)
+    rehearsal = HotPathRehearsal(engine, every_us=0)
+    assert not rehearsal.rehearse(b"\xc1 not msgpack")  # 0xc1 is never valid: the msgspec path's, not ours
+    assert rehearsal.rehearse(frames[0]) and rehearsal.rehearsals == 1
