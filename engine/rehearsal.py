@@ -87,9 +87,20 @@ class HotPathRehearsal:
         stamps[:N_STAGES] = 0
         for kind, seq in twin._book_path(batch, stamps, batch.last_ts_ns or batch.recv_ns):
             if kind == "send":
-                twin._finalize(seq)
+                self._end(seq)
         self.rehearsals += 1
         return True
+
+    def _end(self, seq: int) -> None:
+        """End a twin order and forget it at once: the engine keeps its last finished orders for late
+        events, which the twin never gets, and keeps those whose submit is pending, which for the
+        twin's never-sent orders would be all of them (thousands a second, all swept by every full
+        collection)."""
+        twin = self.twin
+        twin._finalize(seq)
+        track = twin._orders.pop(seq)
+        twin._by_coid.pop(track.client_order_id, None)
+        twin._done.clear()
 
 
 __all__ = ["HotPathRehearsal"]

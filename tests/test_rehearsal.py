@@ -89,6 +89,18 @@ def test_tick_rehearses_only_after_a_frame_and_at_most_once_per_interval():
     assert rehearsal.rehearsals == 1
 
 
+def test_the_twin_forgets_every_order_it_decides():
+    symbols, frames = _session(True)
+    engine = _engine(symbols)
+    rehearsal = HotPathRehearsal(engine, every_us=0)
+    twin = rehearsal.twin
+    for _ in range(3):
+        for frame in frames[:10]:
+            assert rehearsal.rehearse(frame)
+    assert twin._next_seq > 20  # it decided an order per rehearsal...
+    assert not twin._orders and not twin._by_coid and not twin._open and not twin._done and not twin.ctx.open_orders  # ...and kept none
+
+
 def test_the_twin_holds_no_credentials_and_never_trades_live():
     symbols, _ = _session(True)
     cfg = TickforgeConfig.load(alpaca={"key_id": "AKXXXXSECRETID", "secret_key": "hunter2-secret"},
