@@ -177,3 +177,117 @@ async def test_an_event_after_missed_events_reports_the_gap_first(broker: PaperB
                                    timestamp=now, qty=Decimal(30), price=Decimal("10.00")))
     assert len(log.fills) == 2 and log.fills[0][1] == SIDE_SELL
     await stream.client.aclose()
+
+
+def _finished(coid: str, submitted_s: float, status: str = "filled", filled: str = "10") -> Order:
+    return Order(
+        id=f"id-{coid}", client_order_id=coid, symbol="AAPL", side="buy", qty=Decimal(10), filled_qty=Decimal(filled),
+        filled_avg_price=Decimal("100") if filled != "0" else None, status=status,
+        submitted_at=datetime.fromtimestamp(submitted_s, timezone.utc),
+    )
+
+
+def test_the_table_forgets_only_settled_orders_seen_before_the_horizon() -> None:
+    table, t0 = OrderStateTable(), 1_800_000_000.0
+    for coid, status, filled, report in [
+        ("settled", "filled", "10", True),
+        ("unreported", "filled", "10", False),  # its fill was never told to the callback: must stay
+        ("open", "partially_filled", "4", True),
+        ("canceled", "canceled", "0", False),
+    ]:
+        record = table.apply(_finished(coid, t0, status, filled))
+        record.recorded_ns = int(t0 * 1e9)
+        if report:
+            table.record_fill(coid, Decimal(filled), Decimal("100"))
+    late = table.apply(_finished("late", t0 + 10))
+    table.record_fill("late", Decimal(10), Decimal("100"))
+    late.recorded_ns = int((t0 + 10) * 1e9)
+    assert table.earliest_unsettled_ns() == int(t0 * 1e9)
+
+    assert table.forget_settled(int((t0 + 5) * 1e9)) == 2
+    assert [r.client_order_id for r in table] == ["unreported", "open", "late"]
+    assert table.by_order_id("id-settled") is None and table.by_order_id("id-late") is late
+    assert table.forget_settled(int((t0 + 5) * 1e9)) == 0
+    assert table.forget_settled(int((t0 + 10) * 1e9)) == 0  # "late" was seen at the horizon, not before
+    assert table.forget_settled(int((t0 + 11) * 1e9)) == 1
+
+
+async def test_settled_orders_are_forgotten_and_a_reconnect_counts_no_fill_twice(broker: PaperBroker, book: StaticBook) -> None:
+    log = FillLog()
+    client = make_client(broker)
+    async with OrderRouter(client, session_id="sw") as router, TradeUpdatesStream(
+        client, state=router.state, on_fill=log, healthy_after_s=0.0, reconcile_lookback_s=0.0, keep_settled_s=0.0
+    ) as stream:
+        await stream.wait_connected(5)
+        for _ in range(6):
+            await router.submit(OrderRequest(symbol="AAPL", side="buy", qty=10))
+        await eventually(lambda: log.qty() == 60)
+        assert stream.sweep() == 6 and len(router.state) == 0
+
+        resting = await router.submit(limit_buy(100, "99.50"))
+        for _ in range(3):
+            await router.submit(OrderRequest(symbol="AAPL", side="buy", qty=10))
+        await eventually(lambda: log.qty() == 90)
+        assert stream.sweep() == 0 and len(router.state) == 4  # the resting order holds the later ones back
+
+        broker.faults.refuse_streams = True
+        await broker.drop_streams()
+        await eventually(lambda: not stream.connected.is_set())
+        assert stream.sweep() == 0  # a reconciliation is due: nothing may be forgotten while down
+        book.set_book("AAPL", [(98.0, 100.0)], [(99.40, 500.0)])  # the resting order fills, nobody listening
+        broker.faults.refuse_streams = False
+        await stream.wait_connected(10)
+        await eventually(lambda: log.qty() == 190)
+        assert stream.stats["reconciled_fills"] == 1
+        assert log.qty() == await position_qty(router)
+        assert router.state.get(resting.client_order_id).is_settled
+        assert stream.sweep() == 4 and len(router.state) == 0
+    assert len({f[4] for f in log.fills}) == len(log.fills)
+
+
+async def test_a_long_session_keeps_a_bounded_order_table(broker: PaperBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    import engine.execution.trade_updates as trade_updates
+
+    monkeypatch.setattr(trade_updates, "_SWEEP_EVERY", 5)
+    log, sizes = FillLog(), []
+    client = make_client(broker)
+    async with OrderRouter(client, session_id="long") as router, TradeUpdatesStream(
+        client, state=router.state, on_fill=log, reconcile_lookback_s=0.0, keep_settled_s=0.0
+    ) as stream:
+        await stream.wait_connected(5)
+        for n in range(1, 31):
+            await router.submit(OrderRequest(symbol="AAPL", side="buy", qty=1))
+            await eventually(lambda n=n: log.qty() == n)
+            sizes.append(len(router.state))
+        assert log.qty() == 30 == await position_qty(router)
+    assert max(sizes) <= 6 < 30 and sizes[-1] < 6
+    assert len(stream._seen_exec_ids) < 6  # noqa: SLF001 - the exec-id set is bounded with the table
+
+
+def test_a_negative_keep_is_refused(broker: PaperBroker) -> None:
+    with pytest.raises(ValueError, match="keep_settled_s"):
+        TradeUpdatesStream(make_client(broker), keep_settled_s=-1)
+
+
+async def test_reconciliation_pages_through_every_order_filled_while_down(
+    broker: PaperBroker, book: StaticBook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.execution.trade_updates as trade_updates
+
+    monkeypatch.setattr(trade_updates, "_PAGE", 3)
+    log = FillLog()
+    client = make_client(broker)
+    async with OrderRouter(client, session_id="pg") as router, TradeUpdatesStream(
+        client, state=router.state, on_fill=log, healthy_after_s=0.0
+    ) as stream:
+        await stream.wait_connected(5)
+        for cents in range(8):
+            await router.submit(limit_buy(10, f"99.{50 - cents:02d}"))
+        broker.faults.refuse_streams = True
+        await broker.drop_streams()
+        await eventually(lambda: not stream.connected.is_set())
+        book.set_book("AAPL", [(98.0, 100.0)], [(99.00, 500.0)])  # all eight fill while nobody listens
+        broker.faults.refuse_streams = False
+        await stream.wait_connected(10)
+        await eventually(lambda: log.qty() == 80)
+        assert stream.stats["reconciled_fills"] == 8 and log.qty() == await position_qty(router)

@@ -59,6 +59,16 @@ class OrderRecord:
     def is_unresolved(self) -> bool:
         return self.status == "unknown"
 
+    @property
+    def is_settled(self) -> bool:
+        """Finished, and every fill it had is reported: no event or reconciliation can change it."""
+        return self.status in TERMINAL_STATUSES and self.reported_qty >= self.filled_qty
+
+    @property
+    def seen_ns(self) -> int:
+        """The latest of when it was recorded and when the venue says it was submitted."""
+        return max(self.recorded_ns, self.submitted_ns or 0)
+
 
 class OrderStateTable:
     """All orders of this session (and any others the stream reports), by ``client_order_id``."""
@@ -129,3 +139,26 @@ class OrderStateTable:
 
     def unresolved(self) -> list[OrderRecord]:
         return [r for r in self._records.values() if r.is_unresolved]
+
+    def earliest_unsettled_ns(self) -> int | None:
+        """When the earliest order not yet settled was submitted (or recorded, before the venue said)."""
+        times = [r.submitted_ns or r.recorded_ns for r in self._records.values() if not r.is_settled]
+        return min(times) if times else None
+
+    def forget_settled(self, before_ns: int) -> int:
+        """Drop settled orders seen before ``before_ns``, oldest first; returns how many.
+
+        A long session would otherwise keep every order it ever sent (~4 KB each with its last
+        snapshot). The caller picks ``before_ns`` so that no reconciliation can list a dropped order
+        again: one it no longer knew would have its fills reported a second time."""
+        gone = []
+        for coid, record in self._records.items():
+            if record.seen_ns >= before_ns:
+                break  # records come in time order: the rest are newer
+            if record.is_settled:
+                gone.append(coid)
+        for coid in gone:
+            record = self._records.pop(coid)
+            if record.order_id is not None:
+                self._by_order_id.pop(record.order_id, None)
+        return len(gone)

@@ -6,6 +6,8 @@ reported, so an event whose fills are already counted (a duplicate, or one that 
 first) is skipped, and an event that reveals an earlier missed fill reports the gap too. After every
 (re)connect the consumer lists the orders submitted since just before the outage
 (``GET /v2/orders?status=all&after=...``) and reports whatever filled while nobody was listening.
+Settled orders (finished, every fill reported) are forgotten once no reconciliation can list them
+again, so the table and the exec-id set of a day-long session stay bounded.
 Reconnects back off exponentially with jitter; the backoff resets only after a connection stayed
 healthy for ``healthy_after_s``, so a server that accepts and drops at once is not hammered.
 """
@@ -18,6 +20,7 @@ import inspect
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -43,6 +46,12 @@ EventCallback = Callable[[TradeUpdate], "Awaitable[None] | None"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _PAGE = 500
+#: settled orders are kept this long past the reconciliation window, for late duplicate events
+KEEP_SETTLED_S = 60.0
+#: orders recorded between two sweeps of the settled ones
+_SWEEP_EVERY = 1_000
+#: the venue's ``after`` is exclusive and times pass through float seconds: windows widen by this much
+_EDGE_NS = 1_000
 
 
 class StreamAuthError(TickforgeError):
@@ -70,6 +79,7 @@ class TradeUpdatesStream:
         retry: RetryPolicy | None = None,
         healthy_after_s: float | None = None,
         reconcile_lookback_s: float | None = None,
+        keep_settled_s: float = KEEP_SETTLED_S,
         open_timeout_s: float = 5.0,
         ping_interval_s: float = 10.0,
     ) -> None:
@@ -86,7 +96,13 @@ class TradeUpdatesStream:
         self._ping_interval_s = ping_interval_s
         self._started_ns = time.time_ns()
         self._last_disconnect_ns: int | None = None
+        if keep_settled_s < 0:
+            raise ValueError(f"keep_settled_s must be >= 0, got {keep_settled_s}")
+        self._keep_settled_ns = int(keep_settled_s * 1e9)
         self._seen_exec_ids: set[str] = set()
+        self._exec_ids_by_age: deque[tuple[int, str]] = deque()
+        self._swept_before_ns = 0  # settled orders seen before this are forgotten: reconcile from here
+        self._sweep_at = _SWEEP_EVERY
         self._ws: ClientConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -237,6 +253,28 @@ class TradeUpdatesStream:
             await self._account(record, update.order, update.execution_id, update.qty, update.price, update.timestamp)
         if self._on_event is not None:
             await _maybe_await(self._on_event(update))
+        if len(self.state) >= self._sweep_at:
+            self.sweep()
+            self._sweep_at = len(self.state) + _SWEEP_EVERY
+
+    def sweep(self, now_ns: int | None = None) -> int:
+        """Forget the settled orders, and the exec ids, that no reconciliation can list again: seen
+        before the oldest unsettled order and before now, less the lookback and ``keep_settled_s``.
+        Only while connected (a reconciliation still due looks back to the outage). Returns how
+        many orders were forgotten."""
+        if not self.connected.is_set():
+            return 0
+        now = time.time_ns() if now_ns is None else now_ns
+        earliest = self.state.earliest_unsettled_ns()
+        horizon = min(now, now if earliest is None else earliest) - self.reconcile_lookback_ns - self._keep_settled_ns
+        horizon -= _EDGE_NS  # a reconciliation lists after the horizon: the oldest open order must be in it
+        if horizon <= self._swept_before_ns:
+            return 0
+        self._swept_before_ns = horizon
+        by_age, seen = self._exec_ids_by_age, self._seen_exec_ids
+        while by_age and by_age[0][0] < horizon:
+            seen.discard(by_age.popleft()[1])
+        return self.state.forget_settled(horizon - _EDGE_NS)  # and no forgotten one
 
     async def _account(
         self,
@@ -252,6 +290,7 @@ class TradeUpdatesStream:
                 self.stats["duplicates"] += 1
                 return
             self._seen_exec_ids.add(exec_id)
+            self._exec_ids_by_age.append((time.time_ns(), exec_id))
         cumulative = order.filled_qty
         delta = cumulative - record.reported_qty
         if delta <= 0:
@@ -291,10 +330,11 @@ class TradeUpdatesStream:
 
     def _reconcile_since_ns(self) -> int:
         since = self._started_ns if self._last_disconnect_ns is None else self._last_disconnect_ns
-        for record in self.state:
-            if not record.is_terminal or record.reported_qty < record.filled_qty:
-                since = min(since, record.submitted_ns or record.recorded_ns)
-        return since - self.reconcile_lookback_ns
+        earliest = self.state.earliest_unsettled_ns()
+        if earliest is not None:
+            since = min(since, earliest)
+        # never before a sweep: the settled orders it forgot would be reported as new
+        return max(since - self.reconcile_lookback_ns - _EDGE_NS, self._swept_before_ns)
 
     async def reconcile(self) -> int:
         """Report fills the stream did not deliver; returns how many were reported."""
@@ -310,9 +350,12 @@ class TradeUpdatesStream:
                 record = self.state.apply(order)
                 if order.filled_qty > record.reported_qty:
                     await self._account(record, order, None, None, None, order.filled_at or order.updated_at)
-            if len(orders) < _PAGE or orders[-1].submitted_at is None:
+            last = orders[-1].submitted_at if orders else None
+            if len(orders) < _PAGE or last is None:
                 break
-            after = orders[-1].submitted_at
+            # ``after`` is exclusive: step back a microsecond so an order submitted in the same one as
+            # the page's last is not skipped (listing an order twice is harmless, the ledger says so)
+            after = max(last - timedelta(microseconds=1), page_after + timedelta(microseconds=1))
         return self.stats["fills"] - before
 
 
