@@ -91,33 +91,53 @@ def cross_sectional_zscore(panel: np.ndarray) -> np.ndarray:
     return out
 
 
+#: up to this many symbols a column's finite values are insertion-sorted (a live universe's bar close:
+#: no allocation and no quicksort set-up per column); larger columns use ``np.argsort``
+INSERTION_SORT_MAX = 64
+
+
 def _rank_columns(panel: np.ndarray, out: np.ndarray) -> None:
     n_symbols, n_features = panel.shape
     for f in prange(n_features):
         column = panel[:, f]
-        order = np.argsort(column)
-        for i in range(n_symbols):
-            if not np.isfinite(column[i]):
-                out[i, f] = np.nan
-        # argsort puts NaN last but +-inf among the values, so walk the sorted order and rank only
-        # the finite entries
+        # the finite entries' indices in ascending order of value: NaN and +-inf take no rank
+        if n_symbols <= INSERTION_SORT_MAX:
+            order = np.empty(n_symbols, dtype=np.int64)
+            m = 0
+            for i in range(n_symbols):
+                x = column[i]
+                if not np.isfinite(x):
+                    out[i, f] = np.nan
+                    continue
+                j = m
+                while j > 0 and column[order[j - 1]] > x:
+                    order[j] = order[j - 1]
+                    j -= 1
+                order[j] = i
+                m += 1
+        else:
+            ranked = np.argsort(column)
+            order = np.empty(n_symbols, dtype=np.int64)
+            m = 0
+            for k in range(n_symbols):
+                i = ranked[k]
+                if np.isfinite(column[i]):
+                    order[m] = i
+                    m += 1
+                else:
+                    out[i, f] = np.nan
         pos = 0  # rank position among finite values (0-based)
         k = 0
-        while k < n_symbols:
+        while k < m:
+            # a run of ties starting at k: equal values are contiguous in sorted order
             x = column[order[k]]
-            if not np.isfinite(x):
-                k += 1
-                continue
-            # group of ties starting at k (finite values equal to x are contiguous in sorted order)
-            end = k
-            run = 0
-            while end < n_symbols and column[order[end]] == x:
+            end = k + 1
+            while end < m and column[order[end]] == x:
                 end += 1
-                run += 1
-            rank = pos + (run + 1) / 2.0  # average of ranks pos+1 .. pos+run
-            for m in range(k, end):
-                out[order[m], f] = rank
-            pos += run
+            rank = pos + (end - k + 1) / 2.0  # average of ranks pos+1 .. pos+run
+            for q in range(k, end):
+                out[order[q], f] = rank
+            pos += end - k
             k = end
 
 

@@ -206,7 +206,6 @@ class CrossSectionStep:
         self.features = np.full((n_symbols, len(feature_names)), np.nan)
         self.last_close = np.full(n_symbols, np.nan)
         self._returns = np.full((self.beta_window, n_symbols), np.nan)
-        self._head = 0
         self.boundaries = 0
 
     @property
@@ -218,16 +217,16 @@ class CrossSectionStep:
         previous = self.last_close
         current = previous.copy()
         current[symbol_ids] = closes
-        with np.errstate(invalid="ignore", divide="ignore"):
-            self._returns[self._head] = current / previous - 1.0  # NaN until a symbol has two closes
-        self._head = (self._head + 1) % self.beta_window
+        returns = self._returns  # oldest bar first: shift up one, the newest goes last
+        returns[:-1] = returns[1:]
+        # closes are positive: NaN (no close yet) is the only odd value and divides quietly
+        np.subtract(np.divide(current, previous, out=returns[-1]), 1.0, out=returns[-1])
         self.last_close = current
         self.boundaries += 1
 
     def inputs(self) -> tuple[np.ndarray, np.ndarray]:
         """Copies of the panel and of the return window in time order (safe to hand to a thread)."""
-        window = np.roll(self._returns, -self._head, axis=0)
-        return self.features.copy(), window
+        return self.features.copy(), self._returns.copy()
 
     def compute(self, features: np.ndarray, window: np.ndarray) -> CrossSection:
         k = self.kernels
@@ -527,6 +526,7 @@ class LiveEngine:
         windows = tuple(getattr(self.strategy, "feature_windows", ()) or DEFAULT_WINDOWS)
         windows = tuple(w for w in windows if w >= 2) or DEFAULT_WINDOWS
         self.features = StreamingFeatures(windows, DEFAULT_MACD, n)
+        self._feature_names = tuple(self.features.names)
         tracker = PnlTracker.from_config(self.config.risk, self.symbol_map)
         self.risk = RiskEngine(self.config.risk, tracker)
         self.stats.trading_state = self.risk.state
@@ -742,23 +742,25 @@ class LiveEngine:
             flushed = self.bars.flush(event_ns).bars
             self._next_bar_end = (event_ns // self._bar_ns + 1) * self._bar_ns
         if len(closed) and len(flushed):
-            bars = np.concatenate([closed, flushed])
+            bars = np.empty(len(closed) + len(flushed), dtype=closed.dtype)  # np.concatenate of records is slow
+            bars[: len(closed)] = closed
+            bars[len(closed) :] = flushed
         else:
             bars = closed if len(closed) else flushed
         if not len(bars):
             return [], []
         closes: list[BarClose] = []
         pending: list[Any] = []
-        for ts in np.unique(bars["ts_ns"]):
-            group = bars[bars["ts_ns"] == ts]
+        ts_all = bars["ts_ns"]
+        one_boundary = ts_all[0] == ts_all[-1] and bool((ts_all == ts_all[0]).all())  # the usual case
+        for ts in ts_all[:1] if one_boundary else np.unique(ts_all):
+            group = bars if one_boundary else bars[ts_all == ts]
             ids = group["symbol_id"].astype(np.int64)
-            rows = self.features.update_batch(ids, group["open"], group["high"], group["low"], group["close"], group["volume"], group["vwap"])
-            self.cross_section.on_boundary(ids, group["close"], rows)
+            cols = [np.ascontiguousarray(group[name]) for name in ("open", "high", "low", "close", "volume", "vwap")]
+            rows = self.features.step(ids, *cols[1:])
+            self.cross_section.on_boundary(ids, cols[3], rows)
             self.stats.bar_closes += 1
-            bar_close = BarClose(
-                int(ts), ids.astype(np.int32), group["open"].copy(), group["high"].copy(), group["low"].copy(),
-                group["close"].copy(), group["volume"].copy(), rows, tuple(self.features.names),
-            )
+            bar_close = BarClose(int(ts), group["symbol_id"].copy(), *cols[:5], rows, self._feature_names)
             if self._offload:
                 pending.append((bar_close, self.cross_section.inputs()))
             else:

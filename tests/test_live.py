@@ -398,6 +398,14 @@ def test_cross_section_step_on_the_gpu_backend_matches_cpu():
     np.testing.assert_array_equal(gpu.rank, cpu.rank)
     np.testing.assert_allclose(gpu.beta, cpu.beta, rtol=1e-12)
     assert cpu.beta[1] == pytest.approx(1.0) and cpu.corr[1] == pytest.approx(1.0)
+    # the beta is over the last three bar returns, oldest first, a symbol without a bar carrying its close
+    seen = closes.copy()
+    seen[3, [1, 3, 4]] = seen[2, [1, 3, 4]]
+    returns = seen[1:] / seen[:-1] - 1.0
+    last = returns[-3:]
+    bench = last[:, 1] - last[:, 1].mean()
+    expected = ((last - last.mean(axis=0)) * bench[:, None]).mean(axis=0) / (bench**2).mean()
+    np.testing.assert_allclose(cpu.beta, expected, rtol=1e-10)
 
 
 def test_the_venue_process_exits_when_its_engine_is_killed(tmp_path):

@@ -87,6 +87,61 @@ def test_ma_rsi_beta_filter_flattens_high_beta_symbols():
     assert intents == [OrderIntent.market(0, SIDE_BUY, 10.0, "signal"), OrderIntent.market(1, SIDE_SELL, 10.0, "signal")]
 
 
+def _ma_rsi_one_by_one(strat: MovingAverageRsi, ctx: StrategyContext, bars: BarClose, target: np.ndarray) -> list[Intent]:
+    """The signal's definition, symbol by symbol in bar order (what ``on_bar`` computes in arrays)."""
+    fast, slow, rsi = (bars.feature(n) for n in (f"sma_{strat.fast}", f"sma_{strat.slow}", f"rsi_{strat.rsi_window}"))
+    beta = bars.cross_section.beta if bars.cross_section is not None else None
+    out: list[Intent] = []
+    for row, sid in enumerate(int(s) for s in bars.symbol_ids):
+        f, s, r = fast[row], slow[row], rsi[row]
+        if beta is not None and abs(beta[sid]) > strat.max_abs_beta:
+            target[sid] = 0.0
+        elif not (math.isfinite(f) and math.isfinite(s) and math.isfinite(r)):
+            continue
+        elif f > s and r < strat.rsi_overbought:
+            target[sid] = strat.max_position
+        elif f < s and r > strat.rsi_oversold:
+            target[sid] = -strat.max_position if strat.allow_short else 0.0
+        gap = target[sid] - (ctx.position[sid] + ctx.pending_qty(sid))
+        size = min(abs(gap), strat.qty)
+        if size >= 1.0:
+            out.append(OrderIntent.market(sid, SIDE_BUY if gap > 0 else SIDE_SELL, float(math.floor(size)), "signal"))
+    return out
+
+
+_maybe = st.one_of(st.floats(-5, 105, allow_nan=False), st.just(math.nan), st.just(math.inf))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(_maybe, _maybe, _maybe, st.floats(-60, 60), st.one_of(st.floats(-3, 3), st.just(math.nan)),
+                       st.integers(-15, 15), st.booleans()), min_size=1, max_size=12),
+    st.booleans(), st.sampled_from([math.inf, 1.0]), st.booleans(), st.integers(0, 2**16),
+)
+def test_ma_rsi_in_arrays_decides_as_symbol_by_symbol(rows, allow_short, max_abs_beta, with_cs, seed):
+    n = len(rows)
+    ctx = StrategyContext([f"S{i}" for i in range(n)])
+    strat = MovingAverageRsi(qty=7, max_position=20, allow_short=allow_short, max_abs_beta=max_abs_beta)
+    strat.on_start(ctx)
+    rng = np.random.default_rng(seed)
+    strat.target[:] = rng.choice([-20.0, 0.0, 20.0], n)  # targets carried from earlier bars
+    reference_target = strat.target.copy()
+    for sid, (_, _, _, position, _, pending, canceling) in enumerate(rows):
+        ctx.position[sid] = position
+        if pending:
+            side = SIDE_BUY if pending > 0 else SIDE_SELL
+            ctx.open_orders[sid] = OpenOrder(sid, sid, side, float(abs(pending)), ORDER_MARKET, math.nan, "signal", 0.0, canceling)
+    order = rng.permutation(n).astype(np.int32)  # bars come in any symbol order
+    features = np.array([rows[i][:3] for i in order], dtype=float)
+    beta = np.array([r[4] for r in rows])
+    cs = CrossSection(("x",), np.zeros((n, 1)), np.ones((n, 1)), beta, beta, 0, "cpu") if with_cs else None
+    ones = np.ones(n)
+    bars = BarClose(0, order, ones, ones, ones, ones, ones, features, ("sma_5", "sma_20", "rsi_14"), cs)
+    expected = _ma_rsi_one_by_one(strat, ctx, bars, reference_target)
+    assert strat.on_bar(ctx, bars) == expected
+    np.testing.assert_array_equal(strat.target, reference_target)
+
+
 def test_ma_rsi_names_missing_features():
     ctx = StrategyContext(["A"])
     strat = MovingAverageRsi(fast=3, slow=9)

@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 
+from engine._jit import FixedTypes
 from engine.backend import resolve_backend
 from engine.errors import InputError
 from engine.features.computer import feature_names
@@ -40,6 +41,7 @@ class StreamingFeatures:
         self._rings = np.full((self._kernels.N_RINGS, ring_len, s), np.nan)
         self._window_state = np.zeros((s, self._kernels.N_STATE, len(self.windows)))
         self._macd_state = np.zeros((s, self._kernels.N_MACD_STATE, 1))
+        self._step = FixedTypes(self._kernels.stream_update)  # ``step``'s argument types never change
 
     def __repr__(self) -> str:
         return f"StreamingFeatures({self.n_symbols} symbols, windows={self.windows}, {len(self.names)} features)"
@@ -77,11 +79,19 @@ class StreamingFeatures:
         self._column("open", open, k)
         cols = [self._column(n, a, k) for n, a in (("high", high), ("low", low), ("close", close), ("volume", volume))]
         vw = self._column("vwap", vwap, k) if vwap is not None else np.full(k, np.nan)
-        out = np.empty((len(self.names), 1, k))
-        self._kernels.stream_update(
-            ids, *cols, vw, self._windows, *self.macd,
-            self._counters, self._rings, self._window_state, self._macd_state, out,
-        )
+        return self._advance(self._kernels.stream_update, ids, *cols, vw)
+
+    def step(self, symbol_ids: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
+             volume: np.ndarray, vwap: np.ndarray) -> np.ndarray:
+        """``update_batch`` without its checks or numba's type dispatch, for a caller whose arrays are
+        always its own fresh ones (the live engine at a bar close): int64 ids in range, writable
+        contiguous float64 columns of the same length."""
+        return self._advance(self._step, symbol_ids, high, low, close, volume, vwap)
+
+    def _advance(self, kernel, ids, high, low, close, volume, vwap) -> np.ndarray:  # noqa: ANN001
+        out = np.empty((len(self.names), 1, ids.shape[0]))
+        kernel(ids, high, low, close, volume, vwap, self._windows, *self.macd,
+               self._counters, self._rings, self._window_state, self._macd_state, out)
         return np.ascontiguousarray(out[:, 0, :].T)
 
     def update(

@@ -13,15 +13,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from engine.events import ORDER_LIMIT, ORDER_MARKET, SIDE_BUY, SIDE_SELL, TIF_DAY
 
 
-@dataclass(frozen=True, slots=True)
-class OrderIntent:
-    """A new order the strategy wants. ``limit_price`` is NaN for market orders."""
+class OrderIntent(NamedTuple):
+    """A new order the strategy wants. ``limit_price`` is NaN for market orders.
+
+    Immutable like the other records here, but a named tuple: a frozen dataclass took 0.9 us to
+    build, a strategy builds one per order, and the engine reads it once."""
 
     symbol_id: int
     side: int                       # SIDE_BUY / SIDE_SELL
@@ -40,8 +43,7 @@ class OrderIntent:
         return cls(symbol_id, side, qty, ORDER_MARKET, math.nan, TIF_DAY, tag)
 
 
-@dataclass(frozen=True, slots=True)
-class CancelIntent:
+class CancelIntent(NamedTuple):
     """Cancel one of the strategy's open orders (by the engine's ``order_seq``)."""
 
     order_seq: int
@@ -207,7 +209,10 @@ class StrategyContext:
 
     def pending_qty(self, symbol_id: int) -> float:
         """Signed quantity still to fill on open orders (what the position becomes if all fill)."""
-        return sum(o.side * o.remaining_qty for o in self._open_orders.for_symbol(symbol_id) if not o.cancel_requested)
+        orders = self._open_orders._by_symbol.get(symbol_id)  # noqa: SLF001 - its own index, read per symbol per bar
+        if not orders:
+            return 0.0
+        return sum(o.side * o.remaining_qty for o in orders.values() if not o.cancel_requested)
 
     def round_down(self, price: float) -> float:
         return math.floor(price / self.tick_size + 1e-9) * self.tick_size

@@ -49,25 +49,31 @@ class MovingAverageRsi(Strategy):
         self.target = np.zeros(ctx.n_symbols)
 
     def on_bar(self, ctx: StrategyContext, bars: BarClose) -> list[Intent]:
+        # the signal in array operations over the closed symbols (a Python loop with numpy scalars
+        # took ~5 us a symbol); only the symbols that trade are visited one by one
         fast = bars.feature(f"sma_{self.fast}")
         slow = bars.feature(f"sma_{self.slow}")
         rsi = bars.feature(f"rsi_{self.rsi_window}")
-        beta = bars.cross_section.beta if bars.cross_section is not None else None
+        ids = bars.symbol_ids
+        ready = np.isfinite(fast) & np.isfinite(slow) & np.isfinite(rsi)  # past the lookback
+        cs = bars.cross_section
+        if cs is not None and self.max_abs_beta < math.inf:
+            capped = np.abs(cs.beta[ids]) > self.max_abs_beta
+            ready &= ~capped
+            self.target[ids[capped]] = 0.0
+            considered = ready | capped
+        else:
+            considered = ready
+        long = ready & (fast > slow) & (rsi < self.rsi_overbought)
+        short = ready & ~long & (fast < slow) & (rsi > self.rsi_oversold)
+        self.target[ids[long]] = self.max_position
+        self.target[ids[short]] = -self.max_position if self.allow_short else 0.0
+        held = ids[considered]
+        gaps = self.target[held] - ctx.position[held]
         intents: list[Intent] = []
-        for row, sid in enumerate(bars.symbol_ids):
-            sid = int(sid)
-            f, s, r = fast[row], slow[row], rsi[row]
-            if beta is not None and abs(beta[sid]) > self.max_abs_beta:
-                self.target[sid] = 0.0
-            elif not (np.isfinite(f) and np.isfinite(s) and np.isfinite(r)):
-                continue  # still inside the lookback
-            elif f > s and r < self.rsi_overbought:
-                self.target[sid] = self.max_position
-            elif f < s and r > self.rsi_oversold:
-                self.target[sid] = -self.max_position if self.allow_short else 0.0
-            gap = self.target[sid] - (ctx.position[sid] + ctx.pending_qty(sid))
+        for sid, gap in zip(held.tolist(), gaps.tolist()):
+            gap -= ctx.pending_qty(sid)
             size = min(abs(gap), self.qty)
             if size >= 1.0:
-                side = SIDE_BUY if gap > 0 else SIDE_SELL
-                intents.append(OrderIntent.market(sid, side, float(math.floor(size)), tag="signal"))
+                intents.append(OrderIntent.market(sid, SIDE_BUY if gap > 0 else SIDE_SELL, float(math.floor(size)), tag="signal"))
         return intents
