@@ -47,6 +47,8 @@ RATES = (10_000, 100_000)
 INTERVALS_MS = (1.0, 5.0)
 N_SYMBOLS = 20
 MM_PARAMS = {"half_spread_bps": 5.0, "qty": 1.0, "max_inventory": 1_000_000.0, "requote_bps": 1.0, "min_requote_ms": 0.0, "max_symbols": N_SYMBOLS}
+#: the shipped signal at its defaults, trading every symbol every bar it can (bar-close decisions)
+MA_RSI_PARAMS = {"fast": 5, "slow": 20, "rsi_window": 14, "qty": 10.0, "max_position": 50.0}
 RISK_LIMITS = {"max_position_qty": 1e9, "max_symbol_notional": 1e12, "max_gross_notional": 1e13,
                "max_orders_per_window": 100_000, "price_band_bps": 10_000.0, "max_order_qty": 1_000.0}
 #: loopback runs: seconds of trading before the latency histograms start counting
@@ -137,20 +139,28 @@ def synthetic_frames(n_messages: int, frame_messages: int, seed: int = 7) -> tup
 
 # --- part 1: in process ------------------------------------------------------------------------------
 
-def run_engine(symbols: list[str], frames: list[bytes]) -> tuple[np.ndarray, int, dict]:
+def _strategy(name: str):  # noqa: ANN202 - a Strategy
+    from engine.strategies import MidPriceMarketMaker, MovingAverageRsi
+
+    return MidPriceMarketMaker(**MM_PARAMS) if name == "market_maker" else MovingAverageRsi(**MA_RSI_PARAMS)
+
+
+def run_engine(symbols: list[str], frames: list[bytes], strategy: str = "market_maker") -> tuple[np.ndarray, int, dict]:
+    """Frame in -> decisions, per frame; the maker's orders rest, the signal's market orders fill at once."""
     from engine.config import TickforgeConfig
     from engine.live import LiveEngine
-    from engine.strategies import MidPriceMarketMaker
 
+    fill_market = strategy == "ma_rsi"
     cfg = TickforgeConfig.load(live={"backend": "cpu", "bar_seconds": 1}, risk=RISK_LIMITS)
-    engine = LiveEngine(cfg, strategy=MidPriceMarketMaker(**MM_PARAMS))
+    engine = LiveEngine(cfg, strategy=_strategy(strategy))
     engine.build(symbols)
     engine.strategy_ctx_start()
-    warm = LiveEngine(cfg, strategy=MidPriceMarketMaker(**MM_PARAMS))  # compile and warm caches on a twin
+    warm = LiveEngine(cfg, strategy=_strategy(strategy))  # compile and warm caches on a twin
     warm.build(symbols)
     warm.strategy_ctx_start()
-    for frame in frames[: min(200, len(frames))]:  # past a few bar closes: every kernel is compiled
-        warm.settle_offline(warm.process_frame(warm.decoder.decode(frame, time.time_ns())))
+    # past a few bar closes: every kernel is compiled (the signal's past its lookback: fills too)
+    for frame in frames if fill_market else frames[: min(200, len(frames))]:
+        warm.settle_offline(warm.process_frame(warm.decoder.decode(frame, time.time_ns())), fill_market=fill_market)
     engine.freeze_startup_objects()  # as LiveEngine.start does
     samples = np.empty(len(frames), dtype=np.int64)
     decisions = 0
@@ -160,19 +170,21 @@ def run_engine(symbols: list[str], frames: list[bytes]) -> tuple[np.ndarray, int
         actions = engine.process_frame(engine.decoder.decode(frame, time.time_ns()))  # the feed's own decoder
         samples[i] = clock() - t0
         decisions += len(actions)
-        engine.settle_offline(actions)  # orders rest, cancels are confirmed: the maker sees its quotes
+        engine.settle_offline(actions, fill_market=fill_market)  # cancels confirmed: the maker sees its quotes
     return samples, decisions, engine.latency.summary()
 
 
 class PeerPipeline:
     """Per-message Python processing with alpaca-py's SDK models (see the module docstring)."""
 
-    def __init__(self, symbols: list[str], bar_seconds: int = 1) -> None:
-        from engine.strategies import MidPriceMarketMaker, StrategyContext
+    def __init__(self, symbols: list[str], bar_seconds: int = 1, strategy: str = "market_maker") -> None:
+        from engine.strategies import StrategyContext
 
         self.ctx = StrategyContext(symbols)
-        self.strategy = MidPriceMarketMaker(**MM_PARAMS)
+        self.signal = strategy == "ma_rsi"
+        self.strategy = _strategy(strategy)
         self.strategy.on_start(self.ctx)
+        self.decided_ns: list[int] = []  # frame in -> each order decided (bar closes of the signal)
         self.ids = {s: i for i, s in enumerate(symbols)}
         self.bar_ns = bar_seconds * 1_000_000_000
         self.bars: dict[str, list[float]] = {}
@@ -185,13 +197,14 @@ class PeerPipeline:
         import talib
         from alpaca.data.models import Quote, Trade
         from alpaca.trading.enums import OrderSide, TimeInForce
-        from alpaca.trading.requests import LimitOrderRequest
+        from alpaca.trading.requests import LimitOrderRequest, MarketOrderRequest
 
         from engine.events import ORDER_LIMIT, SIDE_BUY
-        from engine.strategies import CancelIntent, OpenOrder
+        from engine.strategies import BarClose, CancelIntent, OpenOrder
 
         decisions = 0
         ctx = self.ctx
+        t0 = time.perf_counter_ns()
         for m in msgpack.unpackb(frame, timestamp=3):
             kind = m.get("T")
             intents = ()
@@ -212,7 +225,13 @@ class PeerPipeline:
                         closes = self.closes[t.symbol]
                         closes.append(bar[4])
                         c = np.asarray(closes[-100:], dtype=np.float64)
-                        talib.SMA(c, 5), talib.SMA(c, 20), talib.RSI(c, 14)
+                        row = [talib.SMA(c, 5)[-1], talib.SMA(c, 20)[-1], talib.RSI(c, 14)[-1]]
+                        if self.signal:  # the signal's on_bar for the one symbol that closed
+                            sid = self.ids[t.symbol]
+                            last = np.array([bar[4]])
+                            intents = self.strategy.on_bar(ctx, BarClose(bar[0], np.array([sid], dtype=np.int32), np.array([bar[1]]),
+                                                                         np.array([bar[2]]), np.array([bar[3]]), last, np.array([bar[5]]),
+                                                                         np.array([row]), ("sma_5", "sma_20", "rsi_14")))
                     self.bars[t.symbol] = [start, t.price, t.price, t.price, t.price, t.size]
                 else:
                     bar[2] = max(bar[2], t.price)
@@ -220,6 +239,17 @@ class PeerPipeline:
                     bar[4] = t.price
                     bar[5] += t.size
             for intent in intents:
+                if self.signal:  # a market order: a Python limit check, the SDK request, filled at the touch
+                    sid = intent.symbol_id
+                    signed = intent.qty if intent.side == SIDE_BUY else -intent.qty
+                    if intent.qty <= RISK_LIMITS["max_order_qty"] and abs(ctx.position[sid] + signed) <= RISK_LIMITS["max_position_qty"]:
+                        MarketOrderRequest(symbol=ctx.symbols[sid], qty=intent.qty, side=OrderSide.BUY if intent.side == SIDE_BUY else OrderSide.SELL,
+                                           time_in_force=TimeInForce.DAY, client_order_id=f"peer-{self.next_seq}")
+                        self.next_seq += 1
+                        self.decided_ns.append(time.perf_counter_ns() - t0)
+                        ctx.position[sid] += signed
+                        decisions += 1
+                    continue
                 if isinstance(intent, CancelIntent):  # the venue confirms at once, as in the engine's run
                     order = ctx.open_orders.pop(intent.order_seq, None)
                     if order is not None:
@@ -240,11 +270,11 @@ class PeerPipeline:
         return decisions
 
 
-def run_peer(symbols: list[str], frames: list[bytes]) -> tuple[np.ndarray, int]:
-    warm = PeerPipeline(symbols)  # import and warm on a twin
+def run_peer(symbols: list[str], frames: list[bytes], strategy: str = "market_maker") -> tuple[np.ndarray, int, list[int]]:
+    warm = PeerPipeline(symbols, strategy=strategy)  # import and warm on a twin
     for frame in frames[: min(200, len(frames))]:
         warm.on_frame(frame)
-    peer = PeerPipeline(symbols)
+    peer = PeerPipeline(symbols, strategy=strategy)
     samples = np.empty(len(frames), dtype=np.int64)
     decisions = 0
     clock = time.perf_counter_ns
@@ -252,7 +282,7 @@ def run_peer(symbols: list[str], frames: list[bytes]) -> tuple[np.ndarray, int]:
         t0 = clock()
         decisions += peer.on_frame(frame)
         samples[i] = clock() - t0
-    return samples, decisions
+    return samples, decisions, peer.decided_ns
 
 
 # --- part 2: loopback against the embedded exchange and broker in a child process --------------------
@@ -398,7 +428,7 @@ def main() -> None:
             frame_messages = max(1, int(rate * interval_ms / 1000))
             symbols, frames = synthetic_frames(n_messages, frame_messages)
             ours, ours_decisions, stages = run_engine(symbols, frames)
-            peer, peer_decisions = run_peer(symbols, frames)
+            peer, peer_decisions, _ = run_peer(symbols, frames)
             o, p = percentiles_ns(ours), percentiles_ns(peer)
             ratio50, ratio99 = p["p50_ns"] / o["p50_ns"], p["p99_ns"] / o["p99_ns"]
             per_msg_ours = ours.sum() / n_messages
@@ -413,6 +443,20 @@ def main() -> None:
                 "tickforge": {**o, "ns_per_message": per_msg_ours, "decisions": ours_decisions, "stages": stages},
                 "peer_alpaca_py": {**p, "ns_per_message": per_msg_peer, "decisions": peer_decisions},
                 "ratio_p50": ratio50, "ratio_p99": ratio99,
+            }
+            # bar-close decisions: the MA/RSI signal's orders, frame in -> each order decided
+            _, ours_n, ours_stages = run_engine(symbols, frames, "ma_rsi")
+            _, peer_n, peer_decided = run_peer(symbols, frames, "ma_rsi")
+            if not (ours_n and peer_decided):
+                print("  bar close (MA/RSI): the session is too short to pass the signal's lookback")
+                continue
+            od, pd = ours_stages["tick_to_decision"], percentiles_ns(np.asarray(peer_decided))
+            print(f"  bar close (MA/RSI market orders), frame in -> order decided: tickforge p50 {_us(od['p50_ns'])} p99 {_us(od['p99_ns'])}"
+                  f" ({ours_n:,} orders, features + cross-section over {N_SYMBOLS} symbols); alpaca-py + TA-Lib p50 {_us(pd['p50_ns'])}"
+                  f" p99 {_us(pd['p99_ns'])} ({peer_n:,} orders); ratio p50 {pd['p50_ns'] / od['p50_ns']:.1f}x, p99 {pd['p99_ns'] / od['p99_ns']:.1f}x")
+            result["in_process"][f"{rate}@{interval_ms:g}ms"]["bar_close_ma_rsi"] = {  # type: ignore[index]
+                "tickforge": {**od, "orders": ours_n}, "peer_alpaca_py_talib": {**pd, "orders": peer_n},
+                "ratio_p50": pd["p50_ns"] / od["p50_ns"], "ratio_p99": pd["p99_ns"] / od["p99_ns"],
             }
     # the engine as shipped at every rate and frame interval; then, at the targets' point, the engine
     # and the simulated venue each pinned to their own cores (live.cpu_affinity), without and with

@@ -52,7 +52,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numba import njit
@@ -494,12 +494,26 @@ class LiveEngine:
             actions += self._decide(self._call_strategy("on_bar", _with_cross_section(bar_close, cs)), self.ctx.now_ns)
         return actions
 
-    def settle_offline(self, actions: list[tuple[str, int]]) -> None:
+    def settle_offline(self, actions: list[tuple[str, int]], *, fill_market: bool = False) -> None:
         """Stand in for a venue when ``process_frame`` runs without one (benchmarks, dry runs): every
-        new order rests unfilled and every cancel is confirmed at once."""
-        for kind, seq in actions:
+        cancel is confirmed at once; new orders rest unfilled, except market orders with
+        ``fill_market``, which fill whole at the touch (the ask for a buy) and are booked as a broker's
+        fill would be, ``on_fill`` and the orders it decides included."""
+        work = list(actions)
+        while work:
+            kind, seq = work.pop(0)
             if kind == "cancel":
                 self._finalize(seq)
+                continue
+            o = self._orders[seq].order
+            if not fill_market or o.order_type != ORDER_MARKET:
+                continue
+            touch = self.ctx.best_ask_price if o.side == SIDE_BUY else self.ctx.best_bid_price
+            price = float(touch[o.symbol_id])
+            if price > 0:
+                coid = self._orders[seq].client_order_id
+                work += self._book_fill(self.universe[o.symbol_id], o.side, o.qty, price, f"offline-{seq}", self.ctx.now_ns,
+                                        _OfflineOrder(coid))
 
     def _build_pipeline(self) -> None:
         from engine.bars import BarAggregator  # noqa: PLC0415
@@ -1005,11 +1019,15 @@ class LiveEngine:
 
     # --- trade_updates ----------------------------------------------------------------------------
     async def _on_fill(self, symbol: str, side: int, qty: float, price: float, exec_id: str, ts_ns: int, order: Any) -> None:
+        await self._dispatch(self._book_fill(symbol, side, qty, price, exec_id, ts_ns, order))
+
+    def _book_fill(self, symbol: str, side: int, qty: float, price: float, exec_id: str, ts_ns: int, order: Any) -> list[tuple[str, int]]:
+        """Book one execution (risk, position, the order, ``on_fill``); returns what ``on_fill`` decided."""
         sid = self.symbol_map.get(symbol)
         if sid is None:
             LiveStats.bump(self.stats.drops, "fill_unknown_symbol")
             log.warning("fill for %s, which this engine does not trade; not booked", symbol)
-            return
+            return []
         self._flush_marks()
         self.risk.apply_fill(sid, side, qty, price, exec_id=exec_id, ts_ns=ts_ns)
         self.ctx.position[sid] = self.risk.tracker.qty(sid)
@@ -1019,7 +1037,7 @@ class LiveEngine:
         if seq is None:
             # another client's order on the same account, or one of ours finished long ago: positions
             # count it, the strategy does not
-            return
+            return []
         track = self._orders[seq]
         self._on_ack(track, None)
         track.order.filled_qty += qty
@@ -1030,7 +1048,7 @@ class LiveEngine:
         stamps = self.latency.begin_frame(now_ns())
         intents = self._call_strategy("on_fill", Fill(sid, side, qty, price, seq, ts_ns, track.order.tag))
         stamps[T_STRATEGY] = now_ns()
-        await self._dispatch(self._decide(intents, self.ctx.now_ns))
+        return self._decide(intents, self.ctx.now_ns)
 
     async def _on_event(self, update: Any) -> None:
         seq = self._by_coid.get(update.order.client_order_id)
@@ -1376,6 +1394,12 @@ def _take_pending_marks(pending, pending_mid, out_ids, out_mids):  # pragma: no 
 
 # called on every frame with the same argument types: bound once, they skip numba's dispatch
 _finish_changed, _take_pending_marks = (FixedTypes(k) for k in (_finish_changed, _take_pending_marks))
+
+
+class _OfflineOrder(NamedTuple):
+    """What ``settle_offline`` hands the fill booking in place of the venue's order."""
+
+    client_order_id: str
 
 
 def _with_cross_section(bar_close: BarClose, cs: CrossSection) -> BarClose:

@@ -435,3 +435,43 @@ def test_the_venue_process_exits_when_its_engine_is_killed(tmp_path):
     while not gone() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert gone()
+
+
+def test_offline_market_fills_book_positions_and_pnl_like_a_broker_fill():
+    """``settle_offline(fill_market=True)``: the MA/RSI signal trades a synthetic session with no venue;
+    every market order fills whole at the touch, and positions, cash and the order book-keeping agree."""
+    from engine.sim.exchange import MarketDataServer
+    from engine.sim.market import SyntheticMarket
+    from engine.strategies import MovingAverageRsi
+
+    market = SyntheticMarket(6, seed=11)
+    encoder = MarketDataServer(market, SimConfig())
+    msgs = market.step(40_000)
+    frames = [encoder.encode(msgs[i : i + 100], True) for i in range(0, len(msgs), 100)]
+    cfg = TickforgeConfig.load(live={"backend": "cpu", "bar_seconds": 1}, risk={"max_orders_per_window": 100_000})
+    engine = LiveEngine(cfg, strategy=MovingAverageRsi(fast=3, slow=8, rsi_window=5, qty=10, max_position=30))
+    engine.build(market.symbols())
+    engine.strategy_ctx_start()
+    sent = 0
+    for frame in frames:
+        actions = engine.process_frame(engine.decoder.decode(frame, time.time_ns()))
+        sent += sum(kind == "send" for kind, _ in actions)
+        asks, bids = engine.ctx.best_ask_price.copy(), engine.ctx.best_bid_price.copy()
+        engine.settle_offline(actions, fill_market=True)
+        fills = {f.order_seq: f for f in engine.fills[-len(actions):]} if actions else {}
+        for _, seq in actions:  # each filled whole, at the touch it was decided on
+            fill, order = fills[seq], engine._orders[seq].order
+            assert (fill.side, fill.qty) == (order.side, order.qty)
+            assert fill.price == (asks if fill.side == SIDE_BUY else bids)[order.symbol_id]
+    assert sent > 20 and len(engine.fills) == sent == engine.stats.fills
+    assert not engine._open and not engine.ctx.open_orders  # every order filled and finished
+    for sid, symbol in enumerate(market.symbols()):
+        booked = sum(f.side * f.qty for f in engine.fills if f.symbol == symbol)
+        assert engine.ctx.position[sid] == booked == engine.risk.tracker.qty(sid)
+        assert abs(booked) <= 30  # the strategy's position cap held
+    # realized + unrealized P&L equals cash flow plus the positions marked at the last mids
+    cash = -sum(f.side * f.qty * f.price for f in engine.fills)
+    engine._flush_marks()
+    rows = engine.symbol_rows(all_symbols=True)
+    marked = sum(r.position * 0.5 * (r.best_bid_price + r.best_ask_price) for r in rows if r.position)
+    assert sum(r.realized_pnl + r.unrealized_pnl for r in rows) == pytest.approx(cash + marked, abs=1e-6)
