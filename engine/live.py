@@ -41,6 +41,7 @@ import collections
 import concurrent.futures
 import contextlib
 import gc
+import functools
 import importlib
 import json
 import logging
@@ -236,6 +237,33 @@ class CrossSectionStep:
         return CrossSection(
             self.feature_names, zscore, rank, np.asarray(beta)[-1], np.asarray(corr)[-1], self.benchmark_id, self.backend.name
         )
+
+
+class DeferredCrossSection:
+    """A bar close's cross-section, computed from the inputs of its boundary when the strategy first
+    reads any of it, or right after the frame's decisions otherwise.
+
+    Every bar close still gets its universe step; a strategy whose ``on_bar`` does not look at it
+    (the shipped MA/RSI without a beta cap) decides without waiting for it. Reads as a
+    ``CrossSection`` (``zscore``, ``rank``, ``beta``, ...); ``resolve()`` returns the real one."""
+
+    __slots__ = ("_compute", "_value")
+
+    def __init__(self, compute: Any) -> None:
+        self._compute = compute
+        self._value: CrossSection | None = None
+
+    def resolve(self) -> CrossSection:
+        if self._value is None:
+            self._value = self._compute()
+            self._compute = None
+        return self._value
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.resolve(), name)
+
+    def __repr__(self) -> str:
+        return f"DeferredCrossSection({'computed' if self._value is not None else 'pending'})"
 
 
 class LiveEngine:
@@ -492,6 +520,7 @@ class LiveEngine:
             cs = self.cross_section.compute(features, window)
             self.stats.cross_section_steps += 1
             actions += self._decide(self._call_strategy("on_bar", _with_cross_section(bar_close, cs)), self.ctx.now_ns)
+        self._resolve_deferred()
         return actions
 
     def settle_offline(self, actions: list[tuple[str, int]], *, fill_market: bool = False) -> None:
@@ -551,6 +580,7 @@ class LiveEngine:
             self.backend, n, tuple(self.features.names), self.universe.index(bench_name), self.live_cfg.beta_window
         )
         self._offload = self.backend.is_gpu or self.cross_section.cells > OFFLOAD_CELLS
+        self._deferred: list[DeferredCrossSection] = []  # this frame's cross-sections not read yet
         if self._offload:
             self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tickforge-cross-section")
         self.ctx = StrategyContext(self.universe)
@@ -645,6 +675,7 @@ class LiveEngine:
                 else:
                     self._spawn(self._finish_and_send(pending_bars, batch.recv_ns))
             await self._dispatch(actions)
+            self._resolve_deferred()
         except Exception:
             LiveStats.bump(self.stats.drops, "engine_error")
             log.exception("live engine: frame processing failed; frame dropped, engine continues")
@@ -778,10 +809,20 @@ class LiveEngine:
             if self._offload:
                 pending.append((bar_close, self.cross_section.inputs()))
             else:
-                cs = self.cross_section.compute(*self.cross_section.inputs())
-                self.stats.cross_section_steps += 1
-                closes.append(_with_cross_section(bar_close, cs))
+                deferred = DeferredCrossSection(functools.partial(self._step_cross_section, *self.cross_section.inputs()))
+                self._deferred.append(deferred)
+                closes.append(_with_cross_section(bar_close, deferred))
         return closes, pending
+
+    def _step_cross_section(self, features: np.ndarray, window: np.ndarray) -> CrossSection:
+        self.stats.cross_section_steps += 1
+        return self.cross_section.compute(features, window)
+
+    def _resolve_deferred(self) -> None:
+        """Compute the cross-sections this frame's strategy did not read (after its orders went out)."""
+        deferred, self._deferred = self._deferred, []
+        for cs in deferred:
+            cs.resolve()
 
     async def _finish_bar_closes(self, pending: list[Any], recv_ns: int) -> list[tuple[str, int]]:
         """Cross-sections computed on the worker thread, then ``on_bar`` and risk on the loop."""
@@ -1402,7 +1443,7 @@ class _OfflineOrder(NamedTuple):
     client_order_id: str
 
 
-def _with_cross_section(bar_close: BarClose, cs: CrossSection) -> BarClose:
+def _with_cross_section(bar_close: BarClose, cs: CrossSection | DeferredCrossSection) -> BarClose:
     return BarClose(bar_close.ts_ns, bar_close.symbol_ids, bar_close.open, bar_close.high, bar_close.low, bar_close.close,
                     bar_close.volume, bar_close.features, bar_close.feature_names, cs)
 

@@ -475,3 +475,45 @@ def test_offline_market_fills_book_positions_and_pnl_like_a_broker_fill():
     rows = engine.symbol_rows(all_symbols=True)
     marked = sum(r.position * 0.5 * (r.best_bid_price + r.best_ask_price) for r in rows if r.position)
     assert sum(r.realized_pnl + r.unrealized_pnl for r in rows) == pytest.approx(cash + marked, abs=1e-6)
+
+
+class _CrossSectionWatcher(Strategy):
+    """Keeps every bar close's cross-section; reads it in ``on_bar`` or leaves it for later."""
+
+    def __init__(self, read_in_on_bar: bool) -> None:
+        self.read_in_on_bar = read_in_on_bar
+        self.seen: list = []
+
+    def on_bar(self, ctx, bars):  # noqa: ANN001, ANN201
+        if self.read_in_on_bar:
+            bars.cross_section.zscore  # noqa: B018 - a read: computes it now, before any decision
+        self.seen.append(bars.cross_section)
+        return []
+
+
+def test_a_cross_section_not_read_in_on_bar_is_still_computed_for_every_bar_close():
+    from engine.live import DeferredCrossSection
+    from engine.sim.exchange import MarketDataServer
+    from engine.sim.market import SyntheticMarket
+
+    market = SyntheticMarket(5, seed=3)
+    encoder = MarketDataServer(market, SimConfig())
+    msgs = market.step(30_000)
+    frames = [encoder.encode(msgs[i : i + 100], True) for i in range(0, len(msgs), 100)]
+    engines = []
+    for read in (True, False):
+        engine = LiveEngine(TickforgeConfig.load(live={"backend": "cpu", "bar_seconds": 1}), strategy=_CrossSectionWatcher(read))
+        engine.build(market.symbols())
+        engine.strategy_ctx_start()
+        engines.append(engine)
+    for frame in frames:
+        for engine in engines:
+            engine.process_frame(engine.decoder.decode(frame, time.time_ns()))
+            assert engine.stats.cross_section_steps == engine.stats.bar_closes  # the step ran, read or not
+    now, later = (e.strategy.seen for e in engines)
+    assert len(now) == len(later) == engines[0].stats.bar_closes >= 20
+    for a, b in zip(now, later):
+        assert isinstance(b, DeferredCrossSection) and "computed" in repr(b)
+        for field in ("zscore", "rank", "beta", "corr"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+    assert np.isfinite(later[-1].beta).sum() >= 4  # warm: betas to the benchmark exist

@@ -151,7 +151,7 @@ class BarClose:
     volume: np.ndarray
     features: np.ndarray        # (n, features) in ``feature_names`` order; NaN inside the lookback
     feature_names: tuple[str, ...]
-    cross_section: CrossSection | None = None
+    cross_section: CrossSection | None = None  # the live engine computes it when first read (see DeferredCrossSection)
 
     def feature(self, name: str) -> np.ndarray:
         """One feature column for the closed symbols (``KeyError`` naming the known columns)."""
