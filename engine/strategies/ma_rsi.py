@@ -71,8 +71,10 @@ class MovingAverageRsi(Strategy):
         held = ids[considered]
         gaps = self.target[held] - ctx.position[held]
         intents: list[Intent] = []
+        pending = ctx.pending_qty if ctx.open_orders else None  # usually none are open at a bar close
         for sid, gap in zip(held.tolist(), gaps.tolist()):
-            gap -= ctx.pending_qty(sid)
+            if pending is not None:
+                gap -= pending(sid)
             size = min(abs(gap), self.qty)
             if size >= 1.0:
                 intents.append(OrderIntent.market(sid, SIDE_BUY if gap > 0 else SIDE_SELL, float(math.floor(size)), tag="signal"))
