@@ -40,8 +40,8 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
-import gc
 import functools
+import gc
 import importlib
 import json
 import logging
@@ -528,9 +528,9 @@ class LiveEngine:
         cancel is confirmed at once; new orders rest unfilled, except market orders with
         ``fill_market``, which fill whole at the touch (the ask for a buy) and are booked as a broker's
         fill would be, ``on_fill`` and the orders it decides included."""
-        work = list(actions)
+        work = collections.deque(actions)
         while work:
-            kind, seq = work.pop(0)
+            kind, seq = work.popleft()
             if kind == "cancel":
                 self._finalize(seq)
                 continue
@@ -805,18 +805,19 @@ class LiveEngine:
             rows = self.features.step(ids, *cols[1:])
             self.cross_section.on_boundary(ids, cols[3], rows)
             self.stats.bar_closes += 1
-            bar_close = BarClose(int(ts), group["symbol_id"].copy(), *cols[:5], rows, self._feature_names)
-            if self._offload:
+            if self._offload:  # on_bar waits for the step on the worker thread
+                bar_close = BarClose(int(ts), group["symbol_id"].copy(), *cols[:5], rows, self._feature_names)
                 pending.append((bar_close, self.cross_section.inputs()))
             else:
                 deferred = DeferredCrossSection(functools.partial(self._step_cross_section, *self.cross_section.inputs()))
                 self._deferred.append(deferred)
-                closes.append(_with_cross_section(bar_close, deferred))
+                closes.append(BarClose(int(ts), group["symbol_id"].copy(), *cols[:5], rows, self._feature_names, deferred))
         return closes, pending
 
     def _step_cross_section(self, features: np.ndarray, window: np.ndarray) -> CrossSection:
+        cs = self.cross_section.compute(features, window)
         self.stats.cross_section_steps += 1
-        return self.cross_section.compute(features, window)
+        return cs
 
     def _resolve_deferred(self) -> None:
         """Compute the cross-sections this frame's strategy did not read (after its orders went out)."""
