@@ -497,6 +497,7 @@ class BarAggregator:
         self._initial_capacity = max(int(initial_capacity), 2 * (k + a))
         self._alloc_out(self._initial_capacity)
         self._add_trades_fn = None  # compiled entry point, bound after the first call
+        self._flush_fn = None  # likewise for flush
         # a zero-symbol book state: same array types as a real one, so the kernel compiles once
         self._no_book = (
             np.zeros((0, 2, 16), dtype=np.float64),
@@ -577,12 +578,14 @@ class BarAggregator:
         need = self.n_symbols * (len(self._tf_ns) + len(self._akind))
         if len(self._out_bars) < need:
             self._alloc_out(need)
-        n_out = _flush(
+        args = (
             np.int64(now_ns), close_activity, self._tf_ns, self._children, self._child_start, self._tint, self._tflt,
             self._akind, self._aint, self._aflt,
             self._counters, self._out_bars, self._out_tf, self._out_micro, 0, self._current_book(), self._depth_n,
         )
-        return self._take(n_out)
+        if self._flush_fn is None:  # bound on first use, as add_trades is: no type dispatch per flush
+            self._flush_fn = entry_point(_flush, args)
+        return self._take(self._flush_fn(*args))
 
     def _alloc_out(self, capacity: int, keep: int = 0) -> None:
         bars = np.zeros(capacity, dtype=BAR_DTYPE)

@@ -214,15 +214,10 @@ class CrossSectionStep:
         return self.features.size
 
     def on_boundary(self, symbol_ids: np.ndarray, closes: np.ndarray, feature_rows: np.ndarray) -> None:
-        self.features[symbol_ids] = feature_rows
-        previous = self.last_close
-        current = previous.copy()
-        current[symbol_ids] = closes
-        returns = self._returns  # oldest bar first: shift up one, the newest goes last
-        returns[:-1] = returns[1:]
-        # closes are positive: NaN (no close yet) is the only odd value and divides quietly
-        np.subtract(np.divide(current, previous, out=returns[-1]), 1.0, out=returns[-1])
-        self.last_close = current
+        """The closed symbols' feature rows and closes, and one more bar of returns (oldest first)."""
+        c = np.ascontiguousarray  # the compiled call is bound to these exact array types
+        _on_boundary(c(symbol_ids, dtype=np.int64), c(closes, dtype=np.float64), c(feature_rows, dtype=np.float64),
+                     self.features, self.last_close, self._returns)
         self.boundaries += 1
 
     def inputs(self) -> tuple[np.ndarray, np.ndarray]:
@@ -237,6 +232,28 @@ class CrossSectionStep:
         return CrossSection(
             self.feature_names, zscore, rank, np.asarray(beta)[-1], np.asarray(corr)[-1], self.benchmark_id, self.backend.name
         )
+
+
+@njit(cache=True, error_model="numpy")
+def _on_boundary(symbol_ids, closes, feature_rows, features, last_close, returns):  # pragma: no cover - njit
+    # one call: at a bar close the Python version's six numpy operations ran on cold caches
+    n_feat = features.shape[1]
+    for k in range(symbol_ids.shape[0]):
+        for f in range(n_feat):
+            features[symbol_ids[k], f] = feature_rows[k, f]
+    newest = returns.shape[0] - 1
+    for t in range(newest):
+        for j in range(returns.shape[1]):
+            returns[t, j] = returns[t + 1, j]
+    for j in range(returns.shape[1]):
+        returns[newest, j] = last_close[j] / last_close[j] - 1.0  # carried forward: 0, or NaN before a close
+    for k in range(symbol_ids.shape[0]):
+        returns[newest, symbol_ids[k]] = closes[k] / last_close[symbol_ids[k]] - 1.0
+    for k in range(symbol_ids.shape[0]):
+        last_close[symbol_ids[k]] = closes[k]
+
+
+_on_boundary = FixedTypes(_on_boundary)
 
 
 class DeferredCrossSection:
