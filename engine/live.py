@@ -803,32 +803,32 @@ class LiveEngine:
             # bars end on multiples of bar_ns: until the feed's clock passes the next one, flush has nothing
             flushed = self.bars.flush(event_ns).bars
             self._next_bar_end = (event_ns // self._bar_ns + 1) * self._bar_ns
-        if len(closed) and len(flushed):
-            bars = np.empty(len(closed) + len(flushed), dtype=closed.dtype)  # np.concatenate of records is slow
-            bars[: len(closed)] = closed
-            bars[len(closed) :] = flushed
-        else:
-            bars = closed if len(closed) else flushed
-        if not len(bars):
+        if not len(closed) and not len(flushed):
             return [], []
+        # both batches' bars as columns in one compiled call (the record views' copies and the checks
+        # for one boundary were most of the Python here); the shared empty batch is read-only
+        one_boundary, ts_all, ids_all, cols_all = _bar_columns(_plain_bars(closed), _plain_bars(flushed))
         closes: list[BarClose] = []
         pending: list[Any] = []
-        ts_all = bars["ts_ns"]
-        one_boundary = ts_all[0] == ts_all[-1] and bool((ts_all == ts_all[0]).all())  # the usual case
         for ts in ts_all[:1] if one_boundary else np.unique(ts_all):
-            group = bars if one_boundary else bars[ts_all == ts]
-            ids = group["symbol_id"].astype(np.int64)
-            cols = [np.ascontiguousarray(group[name]) for name in ("open", "high", "low", "close", "volume", "vwap")]
-            rows = self.features.step(ids, *cols[1:])
+            if one_boundary:  # the usual case
+                ids, cols = ids_all, cols_all
+            else:
+                at = ts_all == ts
+                ids, cols = ids_all[at], cols_all[:, at]
+            rows = self.features.step(ids, cols[1], cols[2], cols[3], cols[4], cols[5])
             self.cross_section.on_boundary(ids, cols[3], rows)
             self.stats.bar_closes += 1
-            if self._offload:  # on_bar waits for the step on the worker thread
-                bar_close = BarClose(int(ts), group["symbol_id"].copy(), *cols[:5], rows, self._feature_names)
-                pending.append((bar_close, self.cross_section.inputs()))
-            else:
+            deferred = None
+            if not self._offload:  # offloaded: on_bar waits for the step on the worker thread
                 deferred = DeferredCrossSection(functools.partial(self._step_cross_section, *self.cross_section.inputs()))
                 self._deferred.append(deferred)
-                closes.append(BarClose(int(ts), group["symbol_id"].copy(), *cols[:5], rows, self._feature_names, deferred))
+            bar_close = BarClose(int(ts), ids.astype(np.int32), cols[0], cols[1], cols[2], cols[3], cols[4], rows,
+                                 self._feature_names, deferred)
+            if self._offload:
+                pending.append((bar_close, self.cross_section.inputs()))
+            else:
+                closes.append(bar_close)
         return closes, pending
 
     def _step_cross_section(self, features: np.ndarray, window: np.ndarray) -> CrossSection:
@@ -1412,6 +1412,45 @@ class LiveEngine:
 
 _NO_SYMBOLS = np.zeros(0, dtype=np.int64)
 _NO_BARS = np.zeros(0, dtype=BAR_DTYPE)
+
+
+@njit(cache=True)
+def _bar_columns(first, second):  # pragma: no cover - njit
+    """Two bar batches as one set of columns: whether all share one boundary, their boundary times,
+    symbol ids and a ``(6, n)`` block of open, high, low, close, volume and vwap (each row contiguous)."""
+    n1 = first.shape[0]
+    n = n1 + second.shape[0]
+    ts = np.empty(n, np.int64)
+    ids = np.empty(n, np.int64)
+    cols = np.empty((6, n), np.float64)
+    for i in range(n):
+        bar = first[i] if i < n1 else second[i - n1]
+        ts[i] = bar.ts_ns
+        ids[i] = bar.symbol_id
+        cols[0, i] = bar.open
+        cols[1, i] = bar.high
+        cols[2, i] = bar.low
+        cols[3, i] = bar.close
+        cols[4, i] = bar.volume
+        cols[5, i] = bar.vwap
+    one = True
+    for i in range(1, n):
+        if ts[i] != ts[0]:
+            one = False
+            break
+    return one, ts, ids, cols
+
+
+_bar_columns = FixedTypes(_bar_columns)
+
+
+def _plain_bars(bars: np.ndarray) -> np.ndarray:
+    """``bars`` as the one array type ``_bar_columns`` is bound to (writable, contiguous, BAR_DTYPE)."""
+    if not len(bars):
+        return _NO_BARS
+    if bars.dtype == BAR_DTYPE and bars.flags.writeable and bars.flags.c_contiguous:
+        return bars
+    return np.array(bars, dtype=BAR_DTYPE)
 
 
 @njit(cache=True)

@@ -517,3 +517,36 @@ def test_a_cross_section_not_read_in_on_bar_is_still_computed_for_every_bar_clos
         for field in ("zscore", "rank", "beta", "corr"):
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
     assert np.isfinite(later[-1].beta).sum() >= 4  # warm: betas to the benchmark exist
+
+
+class _BarLog(Strategy):
+    def __init__(self) -> None:
+        self.closes: list[tuple[int, list[int], list[float]]] = []
+
+    def on_bar(self, ctx, bars):  # noqa: ANN001, ANN201
+        self.closes.append((bars.ts_ns, bars.symbol_ids.tolist(), bars.close.tolist()))
+        return []
+
+
+def test_a_frame_that_spans_two_boundaries_closes_each_in_order():
+    def trade(symbol: str, seconds: float, price: float) -> dict:
+        stamp = f"2024-01-02T15:04:{seconds:09.6f}Z"
+        return {"T": "t", "S": symbol, "i": 1, "x": "V", "p": price, "s": 10, "t": stamp, "z": "@"}
+
+    engine = LiveEngine(TickforgeConfig.load(live={"backend": "cpu", "bar_seconds": 1}), strategy=_BarLog())
+    engine.build(["AAA", "BBB"])
+    engine.strategy_ctx_start()
+    frames = [
+        [trade("AAA", 10.2, 10.0), trade("BBB", 10.3, 20.0)],
+        # AAA's and BBB's bars of second 10 close by trade, AAA's of second 11 by the clock at 12.5
+        [trade("AAA", 11.5, 11.0), trade("BBB", 12.5, 21.0)],
+    ]
+    for frame in frames:
+        engine.process_frame(engine.decoder.decode(json.dumps(frame).encode(), time.time_ns()))
+    base = int(engine.strategy.closes[0][0])
+    assert [(ts - base, ids, closes) for ts, ids, closes in engine.strategy.closes] == [
+        (0, [0, 1], [10.0, 20.0]),
+        (1_000_000_000, [0], [11.0]),
+    ]
+    assert engine.stats.bar_closes == engine.stats.cross_section_steps == 2
+    np.testing.assert_array_equal(engine.cross_section.last_close, [11.0, 20.0])
