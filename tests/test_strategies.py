@@ -109,7 +109,8 @@ def _ma_rsi_one_by_one(strat: MovingAverageRsi, ctx: StrategyContext, bars: BarC
     return out
 
 
-_maybe = st.one_of(st.floats(-5, 105, allow_nan=False), st.just(math.nan), st.just(math.inf))
+# the thresholds themselves (equal SMAs, RSI at 30 or 70) come up too
+_maybe = st.one_of(st.floats(-5, 105, allow_nan=False), st.sampled_from([30.0, 50.0, 70.0]), st.just(math.nan), st.just(math.inf))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -140,6 +141,20 @@ def test_ma_rsi_in_arrays_decides_as_symbol_by_symbol(rows, allow_short, max_abs
     expected = _ma_rsi_one_by_one(strat, ctx, bars, reference_target)
     assert strat.on_bar(ctx, bars) == expected
     np.testing.assert_array_equal(strat.target, reference_target)
+
+
+@pytest.mark.parametrize(("fast", "slow", "rsi", "side"), [
+    (60.0, 50.0, 69.99, SIDE_BUY), (60.0, 50.0, 70.0, None),   # long only below overbought
+    (40.0, 50.0, 30.01, SIDE_SELL), (40.0, 50.0, 30.0, None),  # short only above oversold
+    (50.0, 50.0, 50.0, None),                                  # equal averages: no signal
+])
+def test_ma_rsi_thresholds_on_both_sides(fast, slow, rsi, side):
+    ctx = StrategyContext(["A"])
+    strat = MovingAverageRsi(qty=7, max_position=20)
+    strat.on_start(ctx)
+    one = np.ones(1)
+    bars = BarClose(0, np.array([0], dtype=np.int32), one, one, one, one, one, np.array([[fast, slow, rsi]]), ("sma_5", "sma_20", "rsi_14"))
+    assert strat.on_bar(ctx, bars) == ([] if side is None else [OrderIntent.market(0, side, 7.0, "signal")])
 
 
 def test_ma_rsi_names_missing_features():

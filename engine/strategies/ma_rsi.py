@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
 
 from engine.events import SIDE_BUY, SIDE_SELL
 from engine.strategies.base import BarClose, Intent, OrderIntent, Strategy, StrategyContext
@@ -49,33 +50,54 @@ class MovingAverageRsi(Strategy):
         self.target = np.zeros(ctx.n_symbols)
 
     def on_bar(self, ctx: StrategyContext, bars: BarClose) -> list[Intent]:
-        # the signal in array operations over the closed symbols (a Python loop with numpy scalars
-        # took ~5 us a symbol); only the symbols that trade are visited one by one
-        fast = bars.feature(f"sma_{self.fast}")
-        slow = bars.feature(f"sma_{self.slow}")
-        rsi = bars.feature(f"rsi_{self.rsi_window}")
-        ids = bars.symbol_ids
-        ready = np.isfinite(fast) & np.isfinite(slow) & np.isfinite(rsi)  # past the lookback
+        # the signal for every closed symbol in one compiled call (a Python loop over numpy scalars
+        # took ~5 us a symbol, array operations ~2 us each on a bar close's cold caches); only the
+        # symbols that may trade come back, with their gap to target before open orders
+        names = bars.feature_names
+        try:
+            columns = np.array([names.index(f"sma_{self.fast}"), names.index(f"sma_{self.slow}"), names.index(f"rsi_{self.rsi_window}")])
+        except ValueError:
+            for name in (f"sma_{self.fast}", f"sma_{self.slow}", f"rsi_{self.rsi_window}"):
+                bars.feature(name)  # raises the KeyError that names the missing one
+            raise
         cs = bars.cross_section
-        if cs is not None and self.max_abs_beta < math.inf:
-            capped = np.abs(cs.beta[ids]) > self.max_abs_beta
-            ready &= ~capped
-            self.target[ids[capped]] = 0.0
-            considered = ready | capped
-        else:
-            considered = ready
-        long = ready & (fast > slow) & (rsi < self.rsi_overbought)
-        short = ready & ~long & (fast < slow) & (rsi > self.rsi_oversold)
-        self.target[ids[long]] = self.max_position
-        self.target[ids[short]] = -self.max_position if self.allow_short else 0.0
-        held = ids[considered]
-        gaps = self.target[held] - ctx.position[held]
+        beta = cs.beta if cs is not None and self.max_abs_beta < math.inf else _NO_BETA
+        n = len(bars.symbol_ids)
+        held, gaps = np.empty(n, dtype=np.int64), np.empty(n)
+        n = _signal(bars.symbol_ids, np.asarray(bars.features, dtype=np.float64), columns, beta, self.max_abs_beta,
+                    self.rsi_overbought, self.rsi_oversold, self.max_position, -self.max_position if self.allow_short else 0.0,
+                    self.target, ctx.position, held, gaps)
         intents: list[Intent] = []
         pending = ctx.pending_qty if ctx.open_orders else None  # usually none are open at a bar close
-        for sid, gap in zip(held.tolist(), gaps.tolist()):
+        for sid, gap in zip(held[:n].tolist(), gaps[:n].tolist()):
             if pending is not None:
                 gap -= pending(sid)
             size = min(abs(gap), self.qty)
             if size >= 1.0:
                 intents.append(OrderIntent.market(sid, SIDE_BUY if gap > 0 else SIDE_SELL, float(math.floor(size)), tag="signal"))
         return intents
+
+
+_NO_BETA = np.zeros(0)
+
+
+@njit(cache=True)
+def _signal(ids, features, columns, beta, max_abs_beta, overbought, oversold, long_target, short_target,
+            target, position, held, gaps):  # pragma: no cover - njit
+    """Move each closed symbol's target (in bar order); list the symbols considered and their gaps."""
+    n = 0
+    for row in range(ids.shape[0]):
+        sid = ids[row]
+        fast, slow, rsi = features[row, columns[0]], features[row, columns[1]], features[row, columns[2]]
+        if beta.shape[0] and abs(beta[sid]) > max_abs_beta:
+            target[sid] = 0.0  # beyond the beta cap: flat
+        elif not (np.isfinite(fast) and np.isfinite(slow) and np.isfinite(rsi)):
+            continue  # still inside the lookback
+        elif fast > slow and rsi < overbought:
+            target[sid] = long_target
+        elif fast < slow and rsi > oversold:
+            target[sid] = short_target
+        held[n] = sid
+        gaps[n] = target[sid] - position[sid]
+        n += 1
+    return n
