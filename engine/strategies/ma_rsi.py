@@ -48,6 +48,10 @@ class MovingAverageRsi(Strategy):
 
     def on_start(self, ctx: StrategyContext) -> None:
         self.target = np.zeros(ctx.n_symbols)
+        # compile (or load) the signal now, with the argument types of a bar close: not at the first one
+        _signal(np.zeros(0, dtype=np.int32), np.zeros((0, 3)), np.zeros(3, dtype=np.int64), _NO_BETA, math.inf,
+                self.rsi_overbought, self.rsi_oversold, self.max_position, 0.0, self.target, ctx.position,
+                np.zeros(0, dtype=np.int64), np.zeros(0))
 
     def on_bar(self, ctx: StrategyContext, bars: BarClose) -> list[Intent]:
         # the signal for every closed symbol in one compiled call (a Python loop over numpy scalars
