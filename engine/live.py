@@ -625,8 +625,6 @@ class LiveEngine:
 
         scratch = StreamingFeatures(self.features.windows, self.features.macd, 1)
         scratch.update(0, 1.0, 1.0, 1.0, 1.0, 1.0)
-        one = np.ones(1)
-        scratch.step(np.zeros(1, dtype=np.int64), one, one, one, one, one)  # the bar close's own signature
         _bar_columns(_NO_BARS, _NO_BARS)
         n_features = len(self._feature_names)
         _on_boundary(np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros((0, n_features)), np.zeros((1, n_features)),

@@ -550,3 +550,19 @@ def test_a_frame_that_spans_two_boundaries_closes_each_in_order():
     ]
     assert engine.stats.bar_closes == engine.stats.cross_section_steps == 2
     np.testing.assert_array_equal(engine.cross_section.last_close, [11.0, 20.0])
+
+
+def test_build_compiles_the_bar_close_kernels_before_the_first_frame():
+    """A kernel first compiled at the first bar close stalls that frame (0.5 s on a fresh install)."""
+    script = (
+        "from engine.config import TickforgeConfig\n"
+        "from engine.live import LiveEngine\n"
+        "import engine.live as live, engine.strategies.ma_rsi as ma_rsi\n"
+        "from engine.strategies import MovingAverageRsi\n"
+        "e = LiveEngine(TickforgeConfig.load(live={'backend': 'cpu'}), strategy=MovingAverageRsi())\n"
+        "e.build(['AAA', 'BBB']); e.strategy_ctx_start()\n"
+        "print(live._bar_columns._call is not None, live._on_boundary._call is not None,"
+        " len(e.features._kernels.stream_update.signatures) >= 1, len(ma_rsi._signal.signatures) >= 1)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True).stdout
+    assert out.split() == ["True"] * 4
