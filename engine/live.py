@@ -551,15 +551,15 @@ class LiveEngine:
             if kind == "cancel":
                 self._finalize(seq)
                 continue
-            o = self._orders[seq].order
+            track = self._orders[seq]
+            o = track.order
             if not fill_market or o.order_type != ORDER_MARKET:
                 continue
             touch = self.ctx.best_ask_price if o.side == SIDE_BUY else self.ctx.best_bid_price
             price = float(touch[o.symbol_id])
             if price > 0:
-                coid = self._orders[seq].client_order_id
                 work += self._book_fill(self.universe[o.symbol_id], o.side, o.qty, price, f"offline-{seq}", self.ctx.now_ns,
-                                        _OfflineOrder(coid))
+                                        _OfflineOrder(track.client_order_id))
 
     def _build_pipeline(self) -> None:
         from engine.bars import BarAggregator  # noqa: PLC0415
@@ -1504,7 +1504,7 @@ class _OfflineOrder(NamedTuple):
     client_order_id: str
 
 
-def _with_cross_section(bar_close: BarClose, cs: CrossSection | DeferredCrossSection) -> BarClose:
+def _with_cross_section(bar_close: BarClose, cs: CrossSection) -> BarClose:
     return BarClose(bar_close.ts_ns, bar_close.symbol_ids, bar_close.open, bar_close.high, bar_close.low, bar_close.close,
                     bar_close.volume, bar_close.features, bar_close.feature_names, cs)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -44,6 +45,18 @@ async def position_qty(router: OrderRouter, symbol: str = "AAPL") -> float:
     return float(sum((p.qty for p in await router.positions() if p.symbol == symbol), Decimal(0)))
 
 
+@contextlib.asynccontextmanager
+async def stream_down(broker: PaperBroker, stream: TradeUpdatesStream):  # noqa: ANN201
+    """The trade_updates stream is down, and refused, inside the block (yields how many streams were
+    dropped); connected again after it."""
+    broker.faults.refuse_streams = True
+    dropped = await broker.drop_streams()
+    await eventually(lambda: not stream.connected.is_set())
+    yield dropped
+    broker.faults.refuse_streams = False
+    await stream.wait_connected(10)
+
+
 def limit_buy(qty: int, price: str) -> OrderRequest:
     return OrderRequest(symbol="AAPL", side="buy", qty=qty, type="limit", limit_price=Decimal(price), time_in_force="gtc")
 
@@ -81,15 +94,11 @@ async def test_reconnect_reconciles_fills_missed_while_down_without_doubling(bro
         book.set_book("AAPL", [(98.0, 10.0)], [(99.40, 30.0)])  # 30 of the first order fill, live on the stream
         await eventually(lambda: log.qty() == 30)
 
-        broker.faults.refuse_streams = True  # the stream goes down and stays down for a while
-        assert await broker.drop_streams() == 1
-        await eventually(lambda: not stream.connected.is_set())
-        book.set_book("AAPL", [(98.0, 100.0)], [(98.90, 500.0)])  # both orders fill completely, nobody listening
-        market = await router.submit(OrderRequest(symbol="AAPL", side="sell", qty=25))  # filled at once
-        assert market.status == "filled" and log.qty() == 30
-
-        broker.faults.refuse_streams = False
-        await stream.wait_connected(10)
+        async with stream_down(broker, stream) as dropped:  # the stream goes down and stays down for a while
+            assert dropped == 1
+            book.set_book("AAPL", [(98.0, 100.0)], [(98.90, 500.0)])  # both orders fill completely, nobody listening
+            market = await router.submit(OrderRequest(symbol="AAPL", side="sell", qty=25))  # filled at once
+            assert market.status == "filled" and log.qty() == 30
         await eventually(lambda: log.qty() == 100 + 40 - 25)
         assert stream.stats["connects"] >= 2 and stream.stats["reconciled_fills"] >= 3
 
@@ -230,13 +239,9 @@ async def test_settled_orders_are_forgotten_and_a_reconnect_counts_no_fill_twice
         await eventually(lambda: log.qty() == 90)
         assert stream.sweep() == 0 and len(router.state) == 4  # the resting order holds the later ones back
 
-        broker.faults.refuse_streams = True
-        await broker.drop_streams()
-        await eventually(lambda: not stream.connected.is_set())
-        assert stream.sweep() == 0  # a reconciliation is due: nothing may be forgotten while down
-        book.set_book("AAPL", [(98.0, 100.0)], [(99.40, 500.0)])  # the resting order fills, nobody listening
-        broker.faults.refuse_streams = False
-        await stream.wait_connected(10)
+        async with stream_down(broker, stream):
+            assert stream.sweep() == 0  # a reconciliation is due: nothing may be forgotten while down
+            book.set_book("AAPL", [(98.0, 100.0)], [(99.40, 500.0)])  # the resting order fills, nobody listening
         await eventually(lambda: log.qty() == 190)
         assert stream.stats["reconciled_fills"] == 1
         assert log.qty() == await position_qty(router)
@@ -283,11 +288,7 @@ async def test_reconciliation_pages_through_every_order_filled_while_down(
         await stream.wait_connected(5)
         for cents in range(8):
             await router.submit(limit_buy(10, f"99.{50 - cents:02d}"))
-        broker.faults.refuse_streams = True
-        await broker.drop_streams()
-        await eventually(lambda: not stream.connected.is_set())
-        book.set_book("AAPL", [(98.0, 100.0)], [(99.00, 500.0)])  # all eight fill while nobody listens
-        broker.faults.refuse_streams = False
-        await stream.wait_connected(10)
+        async with stream_down(broker, stream):
+            book.set_book("AAPL", [(98.0, 100.0)], [(99.00, 500.0)])  # all eight fill while nobody listens
         await eventually(lambda: log.qty() == 80)
         assert stream.stats["reconciled_fills"] == 8 and log.qty() == await position_qty(router)

@@ -111,6 +111,13 @@ class OpenOrders(dict):
     def for_symbol(self, symbol_id: int) -> list[OpenOrder]:
         return list(self._by_symbol.get(symbol_id, {}).values())
 
+    def pending_qty(self, symbol_id: int) -> float:
+        """Signed quantity still to fill on one symbol's orders not being cancelled."""
+        orders = self._by_symbol.get(symbol_id)
+        if not orders:
+            return 0.0
+        return sum(o.side * o.remaining_qty for o in orders.values() if not o.cancel_requested)
+
 
 @dataclass(frozen=True, slots=True)
 class Fill:
@@ -153,13 +160,16 @@ class BarClose:
     feature_names: tuple[str, ...]
     cross_section: CrossSection | None = None  # the live engine computes it when first read (see DeferredCrossSection)
 
-    def feature(self, name: str) -> np.ndarray:
-        """One feature column for the closed symbols (``KeyError`` naming the known columns)."""
+    def column(self, name: str) -> int:
+        """Where one feature is in ``features`` (``KeyError`` naming the known columns)."""
         try:
-            col = self.feature_names.index(name)
+            return self.feature_names.index(name)
         except ValueError:
             raise KeyError(f"feature {name!r} not computed; have {', '.join(self.feature_names)}") from None
-        return self.features[:, col]
+
+    def feature(self, name: str) -> np.ndarray:
+        """One feature column for the closed symbols (``KeyError`` naming the known columns)."""
+        return self.features[:, self.column(name)]
 
 
 class StrategyContext:
@@ -209,10 +219,7 @@ class StrategyContext:
 
     def pending_qty(self, symbol_id: int) -> float:
         """Signed quantity still to fill on open orders (what the position becomes if all fill)."""
-        orders = self._open_orders._by_symbol.get(symbol_id)  # noqa: SLF001 - its own index, read per symbol per bar
-        if not orders:
-            return 0.0
-        return sum(o.side * o.remaining_qty for o in orders.values() if not o.cancel_requested)
+        return self._open_orders.pending_qty(symbol_id)
 
     def round_down(self, price: float) -> float:
         return math.floor(price / self.tick_size + 1e-9) * self.tick_size

@@ -44,6 +44,7 @@ class MovingAverageRsi(Strategy):
         self.allow_short = bool(allow_short)
         self.max_abs_beta = float(max_abs_beta)
         self.feature_windows = tuple(sorted({self.fast, self.slow, self.rsi_window}))
+        self._inputs = (f"sma_{self.fast}", f"sma_{self.slow}", f"rsi_{self.rsi_window}")  # the signal's features
         self.target: np.ndarray = np.zeros(0)
 
     def on_start(self, ctx: StrategyContext) -> None:
@@ -57,13 +58,7 @@ class MovingAverageRsi(Strategy):
         # the signal for every closed symbol in one compiled call (a Python loop over numpy scalars
         # took ~5 us a symbol, array operations ~2 us each on a bar close's cold caches); only the
         # symbols that may trade come back, with their gap to target before open orders
-        names = bars.feature_names
-        try:
-            columns = np.array([names.index(f"sma_{self.fast}"), names.index(f"sma_{self.slow}"), names.index(f"rsi_{self.rsi_window}")])
-        except ValueError:
-            for name in (f"sma_{self.fast}", f"sma_{self.slow}", f"rsi_{self.rsi_window}"):
-                bars.feature(name)  # raises the KeyError that names the missing one
-            raise
+        columns = np.array([bars.column(name) for name in self._inputs])
         cs = bars.cross_section
         beta = cs.beta if cs is not None and self.max_abs_beta < math.inf else _NO_BETA
         n = len(bars.symbol_ids)
